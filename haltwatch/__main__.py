@@ -1,0 +1,3 @@
+from haltwatch.cli import main
+
+main()

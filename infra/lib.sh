@@ -1,0 +1,150 @@
+# shellcheck shell=bash
+# Shared helpers for infra/*.sh. Sourced, never run.
+#
+# Layout of the cache (HALTWATCH_CACHE, default <repo>/.cache):
+#   run/<name>.pid    PID of each background process we started
+#   run/<name>.info   what it was started with (ports, data dir), printed by status
+#   run/<name>.lock   flock held while starting/stopping, so concurrent calls serialise
+#   logs/<name>.*     process logs
+#   kafka/ clickhouse/ node/ ...  downloads and state of each service
+
+HW_INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+HW_ROOT="$(cd "$HW_INFRA_DIR/.." && pwd)"
+HW_CACHE="${HALTWATCH_CACHE:-$HW_ROOT/.cache}"
+mkdir -p "$HW_CACHE"
+HW_CACHE="$(cd "$HW_CACHE" && pwd)"
+HW_RUN="$HW_CACHE/run"
+HW_LOGS="$HW_CACHE/logs"
+mkdir -p "$HW_RUN" "$HW_LOGS"
+
+hw_log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "${HW_NAME:-infra}" "$*" >&2; }
+hw_die() { hw_log "ERROR: $*"; exit 1; }
+
+# Seconds since epoch with fraction, for timing messages.
+hw_now() { date +%s.%N; }
+hw_since() { awk -v a="$1" -v b="$(hw_now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# Take an exclusive lock for this service for the rest of the calling script.
+# fd 9 is closed in every process we launch (see hw_launch) so servers never hold it.
+hw_lock() {
+    local name="$1"
+    exec 9>"$HW_RUN/$name.lock"
+    if ! flock -w 120 9; then
+        hw_die "could not take lock $HW_RUN/$name.lock within 120 s (another start/stop running?)"
+    fi
+}
+
+# hw_alive PID MARKER: true if PID runs (not a zombie) and its command line contains MARKER.
+# The marker guards against a PID reused by an unrelated process after a crash/reboot.
+hw_alive() {
+    local pid="$1" marker="$2" state cmd
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [ -r "/proc/$pid/stat" ] || return 1
+    state="$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" || return 1
+    [ "$state" != "Z" ] && [ "$state" != "X" ] || return 1
+    cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$cmd" == *"$marker"* ]]
+}
+
+# hw_pid NAME: print the PID recorded for NAME (empty when none).
+hw_pid() {
+    local f="$HW_RUN/$1.pid"
+    [ -s "$f" ] && tr -dc '0-9' <"$f" || true
+}
+
+# hw_running NAME MARKER: true if NAME's recorded PID is alive; removes a stale pid file.
+hw_running() {
+    local name="$1" marker="$2" pid
+    pid="$(hw_pid "$name")"
+    if [ -n "$pid" ] && hw_alive "$pid" "$marker"; then
+        return 0
+    fi
+    rm -f "$HW_RUN/$name.pid"
+    return 1
+}
+
+# hw_port_open PORT: true if something accepts TCP connections on 127.0.0.1:PORT.
+hw_port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+hw_require_free_port() {
+    local port="$1" what="$2"
+    if hw_port_open "$port"; then
+        hw_die "port $port ($what) on 127.0.0.1 is already in use by another process; pick another port (see --help)"
+    fi
+}
+
+# hw_launch NAME LOGFILE CMD...: start CMD detached (own session, stdin from /dev/null,
+# stdout+stderr to LOGFILE, lock fd closed) and write its PID to run/NAME.pid.
+hw_launch() {
+    local name="$1" logfile="$2"
+    shift 2
+    # setsid does not fork here (the background child is not a process-group leader),
+    # so $! is the PID of the server itself; hw_alive checks it against the command line.
+    setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
+    local pid=$!
+    echo "$pid" >"$HW_RUN/$name.pid"
+    HW_LAUNCHED_PID="$pid"
+}
+
+# hw_stop NAME MARKER [TIMEOUT]: SIGTERM the recorded PID, wait up to TIMEOUT s (default 30),
+# then SIGKILL and wait again. Succeeds (and says so) when nothing was running.
+hw_stop() {
+    local name="$1" marker="$2" timeout="${3:-30}" pid t0
+    pid="$(hw_pid "$name")"
+    if [ -z "$pid" ] || ! hw_alive "$pid" "$marker"; then
+        rm -f "$HW_RUN/$name.pid"
+        hw_log "$name: not running"
+        return 0
+    fi
+    t0="$(hw_now)"
+    hw_log "$name: stopping pid $pid (SIGTERM, up to ${timeout}s)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + timeout))
+    while hw_alive "$pid" "$marker" && [ "$SECONDS" -lt "$deadline" ]; do
+        sleep 0.2
+    done
+    if hw_alive "$pid" "$marker"; then
+        hw_log "$name: pid $pid still alive after ${timeout}s, sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        deadline=$((SECONDS + 10))
+        while hw_alive "$pid" "$marker" && [ "$SECONDS" -lt "$deadline" ]; do
+            sleep 0.2
+        done
+        if hw_alive "$pid" "$marker"; then
+            hw_die "$name: pid $pid survived SIGKILL"
+        fi
+    fi
+    rm -f "$HW_RUN/$name.pid"
+    hw_log "$name: stopped (${pid}) in $(hw_since "$t0")s"
+}
+
+# hw_tail LOGFILE...: print the last lines of each log to stderr (for loud failures).
+hw_tail() {
+    local f
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        echo "----- last 60 lines of $f -----" >&2
+        tail -n 60 "$f" >&2 || true
+    done
+    echo "-----" >&2
+}
+
+# hw_rotate LOGFILE: keep the previous run's log as LOGFILE.1 so the new one starts empty.
+hw_rotate() {
+    local f="$1"
+    if [ -s "$f" ]; then mv -f "$f" "$f.1"; fi
+    : >"$f"
+}
+
+# hw_as_root CMD...: run CMD as root (directly, or through sudo when available).
+hw_as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        hw_die "need root to run: $*"
+    fi
+}

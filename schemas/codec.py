@@ -1,0 +1,180 @@
+"""orjson codec for the records in :mod:`schemas.records`.
+
+Decoding validates every field against the record's annotations, because the bytes come from other
+processes and other teams: a wrong type must become a :class:`SchemaError` that a caller can dead-letter,
+never a half-built record. Unknown fields are ignored so that newer producers do not break older consumers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, Literal, TypeVar
+
+import orjson
+
+from schemas.records import RECORD_TYPES, SCHEMA_VERSION, Record
+
+R = TypeVar("R", bound=Record)
+
+
+class SchemaError(ValueError):
+    """Bytes that do not decode to a valid record; the message says which field and why."""
+
+
+Check = Callable[[Any], Any]
+
+
+def _check_for(annotation: Any, name: str) -> tuple[Check, bool]:
+    """Build a converter for one annotation; returns (converter, optional)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        check, _ = _check_for(inner[0], name)
+
+        def optional(value: Any) -> Any:
+            return None if value is None else check(value)
+
+        return optional, True
+    if origin is Literal:
+        allowed = set(args)
+
+        def literal(value: Any) -> Any:
+            if value not in allowed:
+                raise SchemaError(f"{name}: expected one of {sorted(allowed)}, got {value!r}")
+            return value
+
+        return literal, False
+    if origin is list:
+        (item_type,) = args
+        item_check, _ = _check_for(item_type, f"{name}[]")
+
+        def list_of(value: Any) -> Any:
+            if not isinstance(value, list):
+                raise SchemaError(f"{name}: expected a list, got {type(value).__name__}")
+            return [item_check(v) for v in value]
+
+        return list_of, False
+    if origin is dict:
+        key_check, _ = _check_for(args[0], f"{name}{{key}}")
+        value_check, _ = _check_for(args[1], f"{name}{{value}}")
+
+        def dict_of(value: Any) -> Any:
+            if not isinstance(value, dict):
+                raise SchemaError(f"{name}: expected an object, got {type(value).__name__}")
+            return {key_check(k): value_check(v) for k, v in value.items()}
+
+        return dict_of, False
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        enum_type = annotation
+
+        def enum(value: Any) -> Any:
+            try:
+                return enum_type(value)
+            except ValueError:
+                allowed = [m.value for m in enum_type]
+                raise SchemaError(f"{name}: expected one of {allowed}, got {value!r}") from None
+
+        return enum, False
+    if annotation is bool:
+
+        def boolean(value: Any) -> Any:
+            if not isinstance(value, bool):
+                raise SchemaError(f"{name}: expected a boolean, got {value!r}")
+            return value
+
+        return boolean, False
+    if annotation is int:
+
+        def integer(value: Any) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SchemaError(f"{name}: expected an integer, got {value!r}")
+            return value
+
+        return integer, False
+    if annotation is float:
+
+        def number(value: Any) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SchemaError(f"{name}: expected a number, got {value!r}")
+            return float(value)
+
+        return number, False
+    if annotation is str:
+
+        def string(value: Any) -> Any:
+            if not isinstance(value, str):
+                raise SchemaError(f"{name}: expected a string, got {value!r}")
+            return value
+
+        return string, False
+    raise TypeError(f"no codec for {name}: {annotation!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _FieldSpec:
+    name: str
+    check: Check
+    required: bool
+
+
+def _specs(record_type: type[Any]) -> tuple[_FieldSpec, ...]:
+    hints = typing.get_type_hints(record_type)
+    specs = []
+    for f in dataclasses.fields(record_type):
+        check, _ = _check_for(hints[f.name], f.name)
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        specs.append(_FieldSpec(f.name, check, not has_default))
+    return tuple(specs)
+
+
+_SPECS: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
+    t.TYPE: (t, _specs(t)) for t in RECORD_TYPES
+}
+
+
+def encode(record: Record) -> bytes:
+    """Serialise a record to compact JSON bytes (enums as their string values)."""
+    return orjson.dumps(record)
+
+
+def from_dict(data: Any) -> Record:
+    """Validate a decoded JSON object and build its record."""
+    if not isinstance(data, dict):
+        raise SchemaError(f"expected a JSON object, got {type(data).__name__}")
+    type_tag = data.get("type")
+    entry = _SPECS.get(type_tag) if isinstance(type_tag, str) else None
+    if entry is None:
+        raise SchemaError(f"type: unknown record type {type_tag!r}; expected one of {sorted(_SPECS)}")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"schema_version: this reader understands {SCHEMA_VERSION}, got {version!r}")
+    record_type, specs = entry
+    kwargs: dict[str, Any] = {}
+    for spec in specs:
+        if spec.name in data:
+            kwargs[spec.name] = spec.check(data[spec.name])
+        elif spec.required:
+            raise SchemaError(f"{spec.name}: missing in {type_tag} record")
+    return typing.cast(Record, record_type(**kwargs))
+
+
+def decode(payload: bytes | str) -> Record:
+    """Decode bytes from a topic or a file line into a validated record."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"not valid JSON: {exc}") from None
+    return from_dict(data)
+
+
+def decode_as(payload: bytes | str, record_type: type[R]) -> R:
+    """Decode and insist on one record type (e.g. the outage topic carries only outages)."""
+    record = decode(payload)
+    if not isinstance(record, record_type):
+        raise SchemaError(f"type: expected {record_type.TYPE}, got {record.TYPE}")
+    return record

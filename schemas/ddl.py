@@ -1,0 +1,67 @@
+"""ClickHouse DDL as ordered migrations, rendered for the server version at hand.
+
+The files are plain SQL with a few placeholders, so that one schema serves both Debian's ClickHouse
+18.16 (driven through clickhouse-driver) and embedded chdb 26.x: types newer than a server are swapped
+for their plain equivalents instead of keeping two copies of the schema.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MIGRATIONS_DIR = Path(__file__).parent / "clickhouse"
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LOW_CARDINALITY_SINCE = (19, 9)
+"""LowCardinality became a stable, default-enabled type in ClickHouse 19.9."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered SQL file, split into statements."""
+
+    number: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'18.16.1' → (18, 16, 1); tolerant of suffixes like '26.9.2.1-stable'."""
+    parts = re.findall(r"\d+", text)[:4]
+    if not parts:
+        raise ValueError(f"not a ClickHouse version: {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def placeholders(db: str, server_version: tuple[int, ...]) -> dict[str, str]:
+    """Values for the placeholders of the migration files on this server."""
+    if not _IDENT.match(db):
+        raise ValueError(f"database name {db!r} must be a plain identifier (letters, digits, _)")
+    lc = server_version >= LOW_CARDINALITY_SINCE
+    return {
+        "db": db,
+        "tz_datetime": "DateTime('UTC')",
+        "str_lc": "LowCardinality(String)" if lc else "String",
+    }
+
+
+def _split(sql: str) -> tuple[str, ...]:
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return tuple(s.strip() for s in "\n".join(lines).split(";") if s.strip())
+
+
+def migrations(db: str, server_version: tuple[int, ...]) -> list[Migration]:
+    """All migrations in order, rendered for ``db`` on a server of ``server_version``."""
+    values = placeholders(db, server_version)
+    result = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path.name} must be named NNNN_description.sql")
+        sql = path.read_text()
+        for key, value in values.items():
+            sql = sql.replace("{" + key + "}", value)
+        result.append(Migration(int(match.group(1)), path.stem, _split(sql)))
+    return result

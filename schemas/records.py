@@ -1,0 +1,154 @@
+"""The records that travel on haltwatch's topics.
+
+They are the public contract: downstream consumers decode these exact shapes, so every record carries
+``schema_version`` and a ``type`` tag (several record types can share a topic: the transfers topic carries
+chain heads as per-partition watermarks). Changing a field is a new ``schema_version``; adding an optional
+field with a default is not, because decoders ignore fields they do not know.
+
+Times have one meaning each: ``*_time`` / ``*_at`` fields named after chain events are chain time (block
+timestamps, integer seconds since the Unix epoch); ``received_at`` / ``emitted_at`` are wall-clock seconds
+(float) of the machine that wrote them. Detection never mixes the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+SCHEMA_VERSION = 1
+NATIVE_ASSET = "native"
+"""``asset`` value of a chain's own coin (ETH on Ethereum); tokens use their contract address."""
+NATIVE_LOG_INDEX = -1
+"""``log_index`` of a native-coin transfer, which has no log. Token transfers use the log's index."""
+
+
+class Direction(StrEnum):
+    """How a transfer moves value relative to one exchange."""
+
+    WITHDRAWAL = "withdrawal"
+    DEPOSIT = "deposit"
+    INTERNAL = "internal"
+
+
+class OutageState(StrEnum):
+    """Lifecycle of one incident; ``resolved`` is final for an outage id."""
+
+    SUSPECTED = "suspected"
+    OPEN = "open"
+    DEGRADED = "degraded"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEvent:
+    """One labelled value transfer touching an exchange wallet, as read from one block.
+
+    ``removed`` is true for a retraction: the block was orphaned by a reorg and the transfer no longer
+    exists on the canonical chain. The triple (chain, block_hash, tx_hash, log_index) identifies a transfer,
+    so a redelivered message is recognisable downstream.
+    """
+
+    TYPE: ClassVar[str] = "transfer"
+    chain: str
+    block_number: int
+    block_hash: str
+    block_time: int
+    tx_hash: str
+    log_index: int
+    asset: str
+    amount: str
+    decimals: int
+    from_address: str
+    to_address: str
+    exchange: str
+    direction: Direction
+    removed: bool = False
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["transfer"] = "transfer"
+
+    @property
+    def event_id(self) -> str:
+        """Deterministic identity: the same transfer read twice has the same id."""
+        return f"{self.chain}:{self.block_hash}:{self.tx_hash}:{self.log_index}:{self.exchange}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """Heartbeat for one block a connector has fully processed and published.
+
+    Because it is written only after every transfer of the block was acknowledged by Kafka, a consumer
+    that sees the head of block N in a partition has seen all of that partition's transfers of block N.
+    Its absence is what tells "we have no data" apart from "the exchange is silent".
+    """
+
+    TYPE: ClassVar[str] = "chain_head"
+    chain: str
+    number: int
+    hash: str
+    parent_hash: str
+    block_time: int
+    received_at: float
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["chain_head"] = "chain_head"
+
+
+@dataclass(frozen=True, slots=True)
+class OutageEvent:
+    """One state change of an incident: an exchange has stopped (or slowed) paying out.
+
+    ``outage_id`` is stable for the whole incident and ``version`` grows with each state change, so
+    consumers deduplicate on (outage_id, version) and keep the highest version as the current state.
+    ``started_at`` is the block time of the last withdrawal before the silence; ``detected_at`` and
+    ``resolved_at`` are chain times of the blocks that triggered those decisions.
+    """
+
+    TYPE: ClassVar[str] = "outage"
+    outage_id: str
+    version: int
+    exchange: str
+    scope: list[str]
+    state: OutageState
+    started_at: int
+    detected_at: int
+    resolved_at: int | None
+    expected_rate_per_hour: float
+    observed_gap_s: int
+    expected_count: float
+    observed_count: int
+    confidence: float
+    p_value: float
+    last_withdrawal_tx: str | None
+    last_withdrawal_chain: str | None
+    emitted_at: float
+    reason: str = ""
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["outage"] = "outage"
+
+    @property
+    def duration_s(self) -> int | None:
+        """Length of the incident in chain time, once resolved."""
+        return None if self.resolved_at is None else self.resolved_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input that could not be used, kept with its raw bytes so nothing is silently lost."""
+
+    TYPE: ClassVar[str] = "dead_letter"
+    source: str
+    reason: str
+    payload: str
+    received_at: float
+    context: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["dead_letter"] = "dead_letter"
+
+
+Record = TransferEvent | ChainHead | OutageEvent | DeadLetter
+RECORD_TYPES: tuple[type[TransferEvent], type[ChainHead], type[OutageEvent], type[DeadLetter]] = (
+    TransferEvent,
+    ChainHead,
+    OutageEvent,
+    DeadLetter,
+)

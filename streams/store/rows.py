@@ -1,0 +1,61 @@
+"""Map contract records to ClickHouse rows (column name → value), one function per table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.records import ChainHead, OutageEvent, TransferEvent
+
+
+def transfer_row(t: TransferEvent, ingest_version: int) -> dict[str, Any]:
+    return {
+        "exchange": t.exchange,
+        "chain": t.chain,
+        "direction": t.direction.value,
+        "block_time": t.block_time,
+        "block_number": t.block_number,
+        "block_hash": t.block_hash,
+        "tx_hash": t.tx_hash,
+        "log_index": t.log_index,
+        "asset": t.asset,
+        "amount": t.amount,
+        "decimals": t.decimals,
+        "from_address": t.from_address,
+        "to_address": t.to_address,
+        "removed": int(t.removed),
+        "ingest_version": ingest_version,
+    }
+
+
+def head_row(h: ChainHead) -> dict[str, Any]:
+    return {
+        "chain": h.chain,
+        "number": h.number,
+        "hash": h.hash,
+        "parent_hash": h.parent_hash,
+        "block_time": h.block_time,
+        "received_at": h.received_at,
+    }
+
+
+def outage_row(o: OutageEvent) -> dict[str, Any]:
+    return {
+        "outage_id": o.outage_id,
+        "version": o.version,
+        "exchange": o.exchange,
+        "scope": list(o.scope),
+        "state": o.state.value,
+        "started_at": o.started_at,
+        "detected_at": o.detected_at,
+        "resolved_at": o.resolved_at,
+        "expected_rate_per_hour": o.expected_rate_per_hour,
+        "observed_gap_s": o.observed_gap_s,
+        "expected_count": o.expected_count,
+        "observed_count": o.observed_count,
+        "confidence": o.confidence,
+        "p_value": o.p_value,
+        "last_withdrawal_tx": o.last_withdrawal_tx or "",
+        "last_withdrawal_chain": o.last_withdrawal_chain or "",
+        "emitted_at": o.emitted_at,
+        "reason": o.reason,
+    }

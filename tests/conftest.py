@@ -1,0 +1,71 @@
+"""Session fixtures that start the real servers with the project's own infra scripts.
+
+Ports differ from the demo's defaults so the suite can run beside a demo. Every server started here is
+stopped at the end of the session by the same scripts (by PID).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from haltwatch.local import infra
+
+KAFKA_ENV = {"KAFKA_PORT": "29092", "KAFKA_CONTROLLER_PORT": "29093", "KAFKA_PARTITIONS": "4"}
+ANVIL_ENV = {"ANVIL_PORT": "28545", "ANVIL_ARGS": "--no-mining"}
+CLICKHOUSE_ENV = {"CLICKHOUSE_TCP_PORT": "29000", "CLICKHOUSE_HTTP_PORT": "28123"}
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="haltwatch-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka(state_dir: Path) -> Iterator[str]:
+    env = {**KAFKA_ENV, "KAFKA_DATA_DIR": str(state_dir / "kafka")}
+    infra("kafka", "start", env)
+    try:
+        yield f"127.0.0.1:{KAFKA_ENV['KAFKA_PORT']}"
+    finally:
+        infra("kafka", "stop", env)
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[str]:
+    infra("anvil", "start", ANVIL_ENV)
+    try:
+        yield f"ws://127.0.0.1:{ANVIL_ENV['ANVIL_PORT']}"
+    finally:
+        infra("anvil", "stop", ANVIL_ENV)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(state_dir: Path) -> Iterator[str]:
+    env = {**CLICKHOUSE_ENV, "CLICKHOUSE_STATE_DIR": str(state_dir / "clickhouse")}
+    infra("clickhouse", "start", env)
+    try:
+        yield f"clickhouse://default@127.0.0.1:{CLICKHOUSE_ENV['CLICKHOUSE_TCP_PORT']}/haltwatch"
+    finally:
+        infra("clickhouse", "stop", env)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.nodeid:
+            item.add_marker(pytest.mark.integration)
+
+
+os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -1,0 +1,91 @@
+import json
+from dataclasses import replace
+
+import jsonschema
+import pytest
+
+from schemas import ChainHead, DeadLetter, Direction, OutageEvent, OutageState, SchemaError, TransferEvent
+from schemas.codec import decode, decode_as, encode
+from schemas.jsonschema import JSON_DIR, render_all, schema_of
+
+TRANSFER = TransferEvent(
+    chain="ethereum", block_number=19_000_000, block_hash="0xab", block_time=1_700_000_000, tx_hash="0xcd",
+    log_index=3, asset="0xdac17f958d2ee523a2206206994597c13d831ec7",
+    amount=str(2**255 + 12345),  # beyond 64 bits on purpose
+    decimals=6, from_address="0x1", to_address="0x2", exchange="okx", direction=Direction.WITHDRAWAL,
+)
+HEAD = ChainHead("ethereum", 19_000_000, "0xab", "0xaa", 1_700_000_000, 1_700_000_001.25)
+OUTAGE = OutageEvent(
+    outage_id="abc", version=2, exchange="okx", scope=["ethereum", "tron"], state=OutageState.RESOLVED,
+    started_at=1, detected_at=2, resolved_at=3, expected_rate_per_hour=1200.0, observed_gap_s=2, expected_count=9.5,
+    observed_count=0, confidence=0.999, p_value=0.001, last_withdrawal_tx=None, last_withdrawal_chain="ethereum",
+    emitted_at=5.5, reason="test",
+)
+LETTER = DeadLetter("evm:ethereum", "not JSON", "{oops", 1.0, {"url": "ws://x"})
+RECORDS = [TRANSFER, HEAD, OUTAGE, LETTER, replace(TRANSFER, removed=True)]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.TYPE)
+def test_round_trip(record):
+    assert decode(encode(record)) == record
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.TYPE)
+def test_encoded_records_validate_against_committed_schema(record):
+    schema = json.loads((JSON_DIR / f"{record.TYPE}.v1.schema.json").read_text())
+    jsonschema.validate(json.loads(encode(record)), schema)
+
+
+def test_committed_schema_files_match_the_records():
+    committed = {p.name: p.read_text() for p in JSON_DIR.glob("*.schema.json")}
+    assert committed == render_all(), "run `python -m schemas.jsonschema` and commit the result"
+
+
+def test_schema_rejects_what_the_codec_rejects():
+    schema = schema_of(TransferEvent)
+    bad = json.loads(encode(TRANSFER))
+    bad["direction"] = "sideways"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    with pytest.raises(SchemaError, match="direction"):
+        decode(json.dumps(bad))
+
+
+def test_amount_keeps_full_precision():
+    assert int(decode(encode(TRANSFER)).amount) == 2**255 + 12345
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility():
+    data = json.loads(encode(HEAD))
+    data["future_field"] = {"x": 1}
+    assert decode(json.dumps(data)) == HEAD
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.pop("number"), "number: missing"),
+        (lambda d: d.update(number="12"), "number: expected an integer"),
+        (lambda d: d.update(number=True), "number: expected an integer"),
+        (lambda d: d.update(type="blockz"), "unknown record type"),
+        (lambda d: d.update(schema_version=2), "schema_version"),
+        (lambda d: d.update(received_at=None), "received_at: expected a number"),
+    ],
+)
+def test_invalid_records_raise_schema_error_naming_the_field(mutate, message):
+    data = json.loads(encode(HEAD))
+    mutate(data)
+    with pytest.raises(SchemaError, match=message):
+        decode(json.dumps(data))
+
+
+@pytest.mark.parametrize("payload", [b"", b"{", b"[]", b"null", b"\xff\xfe"])
+def test_garbage_is_a_schema_error(payload):
+    with pytest.raises(SchemaError):
+        decode(payload)
+
+
+def test_decode_as_insists_on_type():
+    with pytest.raises(SchemaError, match="expected outage"):
+        decode_as(encode(HEAD), OutageEvent)
+    assert decode_as(encode(OUTAGE), OutageEvent).duration_s == 2
