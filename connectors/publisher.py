@@ -9,6 +9,7 @@ succeeded, so each send's future is checked and a failure is raised, never dropp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -45,10 +46,8 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int, timeout_s: fl
         wanted = [topics.transfers, topics.heads, topics.outages, topics.dead_letters]
         new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()
 

@@ -96,7 +96,8 @@ def worker(
     web_host: Annotated[str, typer.Option(envvar="HALTWATCH_WEB_HOST")] = "127.0.0.1",
     data_dir: Annotated[Path, typer.Option(envvar="HALTWATCH_DATA_DIR")] = Path(".haltwatch/worker"),
     false_alarm_p: Annotated[
-        float, typer.Option(envvar="HALTWATCH_FALSE_ALARM_P", help="Open an outage when the gap is less likely than this.")
+        float,
+        typer.Option(envvar="HALTWATCH_FALSE_ALARM_P", help="Open an outage when the gap is less likely than this."),
     ] = 1e-6,
     verbose: bool = False,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,12 +69,31 @@ def run_demo(scenario: str, keep_running: bool = False) -> int:
 
         watcher = OutageWatcher(KAFKA, pipeline.topics, on_event)
         phase_seen: set[str] = set()
+        mined_at: dict[int, float] = {}  # block time -> wall time the block was mined
+        queryable_at: dict[str, float] = {}
+        stop_polling = threading.Event()
+
+        def poll_store() -> None:
+            """Note when each outage row first becomes visible to a ClickHouse query."""
+            while not stop_polling.is_set():
+                try:
+                    rows = pipeline.api(f"/outages?exchange={EXCHANGE}") if pipeline else []
+                except OSError:
+                    rows = []
+                now = time.time()
+                for row in rows:
+                    queryable_at.setdefault(f"{row['outage_id']}:{row['version']}", now)
+                stop_polling.wait(0.05)
+
+        poller = threading.Thread(target=poll_store, daemon=True)
+        poller.start()
 
         def on_block(block: BlockPlayed) -> None:
             if block.phase not in phase_seen:
                 phase_seen.add(block.phase)
                 halt_started[block.phase] = block.wall_time
                 print(f"\n--- phase {block.phase!r} from block {block.number} (chain time {_t(block.block_time)})")
+            mined_at[block.block_time] = block.wall_time
             if block.withdrawals:
                 last_withdrawal["time"] = block.block_time
             print("W" if block.withdrawals else ".", end="", flush=True)
@@ -86,6 +106,8 @@ def run_demo(scenario: str, keep_running: bool = False) -> int:
                 print("the outage did not resolve within 60 s: see the worker log")
         else:
             time.sleep(5)
+        stop_polling.set()
+        poller.join()
         rows = pipeline.api(f"/outages?exchange={EXCHANGE}")
         print(f"\nrows in ClickHouse (embedded chdb at {run_dir / 'chdb'}), table haltwatch.outage_events:")
         for row in rows:
@@ -96,9 +118,23 @@ def run_demo(scenario: str, keep_running: bool = False) -> int:
             )
         if not rows:
             print("  (none)")
-        if "halt" in halt_started and seen_open:
-            print(f"\nhalt began (wall clock) {time.strftime('%H:%M:%S', time.localtime(halt_started['halt']))}; "
-                  f"outage event seen {min(seen_open.values()) - halt_started['halt']:.1f} s later")
+        opened = [r for r in rows if r["state"] == "open"]
+        if "halt" in halt_started and opened:
+            row = opened[0]
+            first_halt_time = min(t for t, w in mined_at.items() if w >= halt_started["halt"])
+            deciding_block_mined = mined_at.get(row["detected_at"], float("nan"))
+            visible = queryable_at.get(f"{row['outage_id']}:1", float("nan"))
+            print(
+                "\ntiming of this run:\n"
+                f"  chain time from the first block of the halt to the deciding block: "
+                f"{row['detected_at'] - first_halt_time} s ({row['detected_at'] - row['started_at']} s after the "
+                "last withdrawal)\n"
+                f"  wall time from the deciding block being mined to the outage row being queryable in ClickHouse: "
+                f"{visible - deciding_block_mined:.3f} s\n"
+                f"  wall time from the first block of the halt being mined to the row being queryable: "
+                f"{visible - halt_started['halt']:.3f} s (chain time runs {player.block_time_s} s per "
+                f"{player.wall_per_block_s} s of wall time in this demo)"
+            )
         print(
             "\nquery them yourself (after the worker stops, embedded chdb is free to open):\n"
             f"  haltwatch outages --chdb-path {run_dir / 'chdb'}\n"

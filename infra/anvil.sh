@@ -70,7 +70,7 @@ cmd_install() {
         hw_log "anvil $ANVIL_VERSION already installed: $(anvil_bin)"
         return 0
     fi
-    command -v npm >/dev/null || hw_die "npm not found"
+    hw_need_cmd npm npm
     local t0
     t0="$(hw_now)"
     hw_log "installing @foundry-rs/anvil@$ANVIL_VERSION with npm into $NODE_PREFIX"
@@ -105,12 +105,13 @@ cmd_start() {
         return 0
     fi
     cmd_install
+    hw_need_cmd curl curl
     local t0 pid bn deadline
     t0="$(hw_now)"
     hw_require_free_port "$ANVIL_PORT" ANVIL_PORT
     hw_rotate "$LOG"
     # shellcheck disable=SC2086  # ANVIL_ARGS is deliberately word-split
-    hw_launch "$NAME" "$LOG" "$(anvil_bin)" --host 127.0.0.1 --port "$ANVIL_PORT" \
+    hw_launch "$NAME" "$LOG" "$(marker "$ANVIL_PORT")" "$(anvil_bin)" --host 127.0.0.1 --port "$ANVIL_PORT" \
         --chain-id "$ANVIL_CHAIN_ID" $ANVIL_ARGS
     pid="$HW_LAUNCHED_PID"
     echo "rpc=http://127.0.0.1:$ANVIL_PORT ws=ws://127.0.0.1:$ANVIL_PORT chain_id=$ANVIL_CHAIN_ID args='$ANVIL_ARGS' log=$LOG" \
@@ -119,7 +120,7 @@ cmd_start() {
     while [ "$SECONDS" -lt "$deadline" ]; do
         if ! hw_alive "$pid" "$(marker "$ANVIL_PORT")"; then
             hw_tail "$LOG"
-            rm -f "$HW_RUN/$NAME.pid"
+            hw_forget "$NAME"
             hw_die "anvil exited during startup (log above)"
         fi
         bn="$(rpc_block_number "$ANVIL_PORT" || true)"
@@ -134,20 +135,10 @@ cmd_start() {
     hw_die "anvil did not answer eth_blockNumber within ${ANVIL_START_TIMEOUT}s (log above)"
 }
 
-# Ports of every instance with a pid file.
-all_ports() {
-    local f
-    for f in "$HW_RUN"/anvil-*.pid; do
-        [ -e "$f" ] || continue
-        f="${f##*/anvil-}"
-        echo "${f%.pid}"
-    done
-}
-
 cmd_stop() {
     if [ "${1:-}" = "--all" ]; then
         local p ports
-        ports="$(all_ports)"
+        ports="$(hw_instances anvil)"
         [ -n "$ports" ] || hw_log "no anvil instance running"
         for p in $ports; do
             ANVIL_PORT="$p" "${BASH_SOURCE[0]}" stop
@@ -161,7 +152,7 @@ cmd_stop() {
 cmd_status() {
     if [ "${1:-}" = "--all" ]; then
         local p any=3
-        for p in $(all_ports); do
+        for p in $(hw_instances anvil); do
             if ANVIL_PORT="$p" "${BASH_SOURCE[0]}" status; then any=0; fi
         done
         [ "$any" -eq 0 ] || echo "anvil: no instance running"

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Local single-node Apache Kafka (KRaft, broker+controller in one JVM) for development and tests.
+# Several instances can run at once: KAFKA_PORT selects the instance (pid/conf/log/data named after it).
 #
-# Usage: infra/kafka.sh {install|start|stop|restart|status|reset|topics ARGS...|help}
+# Usage: infra/kafka.sh {install|start|stop [--all]|restart|status [--all]|reset|topics ARGS...|help}
 #   install   fetch the Kafka jars from Maven Central (mvn, infra/kafka/pom.xml) into the cache
 #   start     install if needed, format storage once, start the broker, wait until it serves requests
-#   stop      stop the broker (SIGTERM, SIGKILL after KAFKA_STOP_TIMEOUT s)
+#   stop      stop the instance on KAFKA_PORT (SIGTERM, SIGKILL after KAFKA_STOP_TIMEOUT s);
+#             --all: every instance this script started
 #   restart   stop + start
-#   status    print whether it runs; exit 0 if running, 3 if not
-#   reset     stop + delete the data dir (topics, offsets, cluster id)
-#   topics    run kafka-topics against the local broker, e.g. infra/kafka.sh topics --list
+#   status    print whether the instance on KAFKA_PORT runs (--all: every instance); exit 0 if running, 3 if not
+#   reset     stop + delete the instance's data dir (topics, offsets, cluster id)
+#   topics    run kafka-topics against the instance, e.g. infra/kafka.sh topics --list
 #
 # Environment (defaults in brackets):
 #   HALTWATCH_CACHE         cache/state root                    [<repo>/.cache]
 #   KAFKA_VERSION           Kafka version to install/run        [4.3.1]
 #   KAFKA_PORT              client listener 127.0.0.1:PORT      [9092]
-#   KAFKA_CONTROLLER_PORT   KRaft controller listener           [9093]
-#   KAFKA_DATA_DIR          log.dirs                            [$HALTWATCH_CACHE/kafka/data]
+#   KAFKA_CONTROLLER_PORT   KRaft controller listener           [KAFKA_PORT + 1, so 9093]
+#   KAFKA_DATA_DIR          log.dirs                            [$HALTWATCH_CACHE/kafka/data-$KAFKA_PORT]
 #   KAFKA_PARTITIONS        num.partitions for auto-created topics [8]
 #   KAFKA_HEAP_OPTS         JVM heap                            [-Xmx512m -Xms256m]
 #   KAFKA_EXTRA_CONFIG      extra server.properties lines (newline separated), appended last
@@ -30,9 +32,11 @@ HW_NAME=kafka
 
 KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+[[ "$KAFKA_PORT" =~ ^[0-9]+$ ]] || hw_die "KAFKA_PORT must be a number, got '$KAFKA_PORT'"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
 KAFKA_HOME="$HW_CACHE/kafka"
-KAFKA_DATA_DIR="${KAFKA_DATA_DIR:-$KAFKA_HOME/data}"
+NAME="kafka-$KAFKA_PORT"
+KAFKA_DATA_DIR="${KAFKA_DATA_DIR:-$KAFKA_HOME/data-$KAFKA_PORT}"
 KAFKA_PARTITIONS="${KAFKA_PARTITIONS:-8}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
 KAFKA_EXTRA_CONFIG="${KAFKA_EXTRA_CONFIG:-}"
@@ -42,13 +46,13 @@ KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 POM="$HW_INFRA_DIR/kafka/pom.xml"
 LIBS="$KAFKA_HOME/$KAFKA_VERSION/libs"
 STAMP="$KAFKA_HOME/$KAFKA_VERSION/.installed"
-CONF_DIR="$KAFKA_HOME/conf"
+CONF_DIR="$KAFKA_HOME/conf-$KAFKA_PORT"
 SERVER_PROPS="$CONF_DIR/server.properties"
 LOG4J_SERVER="$CONF_DIR/log4j2.properties"
-LOG4J_TOOLS="$CONF_DIR/tools-log4j2.properties"
-SERVER_LOG="$HW_LOGS/kafka-server.log"
-STDOUT_LOG="$HW_LOGS/kafka.out"
-MARKER="kafka.Kafka $SERVER_PROPS"
+LOG4J_TOOLS="$KAFKA_HOME/tools-log4j2.properties"
+SERVER_LOG="$HW_LOGS/$NAME-server.log"
+STDOUT_LOG="$HW_LOGS/$NAME.out"
+MARKER="$(hw_marker "$NAME" "kafka.Kafka $SERVER_PROPS")"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
@@ -60,8 +64,8 @@ cmd_install() {
         hw_log "Kafka $KAFKA_VERSION already installed in $LIBS"
         return 0
     fi
-    command -v java >/dev/null || hw_die "java not found (Kafka 4.x needs Java 17+)"
-    command -v mvn >/dev/null || hw_die "mvn not found (apt-get install -y maven)"
+    hw_need_cmd java openjdk-17-jre-headless # Kafka 4.x brokers need Java 17+
+    hw_need_cmd mvn maven
     local t0 tmp
     t0="$(hw_now)"
     hw_log "installing Kafka $KAFKA_VERSION jars from Maven Central into $LIBS"
@@ -125,6 +129,11 @@ logger.state.level = WARN
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 EOF
+    write_tools_config
+}
+
+write_tools_config() {
+    mkdir -p "$KAFKA_HOME"
     cat >"$LOG4J_TOOLS" <<EOF
 status = error
 appender.err.type = Console
@@ -149,8 +158,8 @@ format_storage() {
     cluster_id="$(java_tool kafka.tools.StorageTool random-uuid)"
     hw_log "formatting $KAFKA_DATA_DIR (cluster id $cluster_id)"
     java_tool kafka.tools.StorageTool format --ignore-formatted -t "$cluster_id" -c "$SERVER_PROPS" \
-        >>"$HW_LOGS/kafka-format.log" 2>&1 || {
-        hw_tail "$HW_LOGS/kafka-format.log"
+        >>"$HW_LOGS/$NAME-format.log" 2>&1 || {
+        hw_tail "$HW_LOGS/$NAME-format.log"
         hw_die "kafka-storage format failed"
     }
 }
@@ -161,7 +170,7 @@ wait_ready() {
     while [ "$SECONDS" -lt "$deadline" ]; do
         if ! hw_alive "$pid" "$MARKER"; then
             hw_tail "$STDOUT_LOG" "$SERVER_LOG"
-            rm -f "$HW_RUN/kafka.pid"
+            hw_forget "$NAME"
             hw_die "Kafka exited during startup (logs above)"
         fi
         if grep -q "Kafka Server started" "$SERVER_LOG" 2>/dev/null &&
@@ -174,14 +183,14 @@ wait_ready() {
     done
     hw_tail "$STDOUT_LOG" "$SERVER_LOG"
     hw_log "Kafka not ready after ${KAFKA_START_TIMEOUT}s; stopping pid $pid"
-    hw_stop kafka "$MARKER" 10 || true
+    hw_stop "$NAME" "$MARKER" 10 || true
     hw_die "Kafka did not come up within ${KAFKA_START_TIMEOUT}s (logs above)"
 }
 
 cmd_start() {
-    hw_lock kafka
-    if hw_running kafka "$MARKER"; then
-        hw_log "already running (pid $(hw_pid kafka)): $(cat "$HW_RUN/kafka.info" 2>/dev/null || true)"
+    hw_lock "$NAME"
+    if hw_running "$NAME" "$MARKER"; then
+        hw_log "already running (pid $(hw_pid "$NAME")): $(cat "$HW_RUN/$NAME.info" 2>/dev/null || true)"
         return 0
     fi
     cmd_install
@@ -193,29 +202,47 @@ cmd_start() {
     format_storage
     hw_rotate "$SERVER_LOG"
     hw_rotate "$STDOUT_LOG"
+    MARKER="kafka.Kafka $SERVER_PROPS"
     # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of JVM flags
-    hw_launch kafka "$STDOUT_LOG" java $KAFKA_HEAP_OPTS \
+    hw_launch "$NAME" "$STDOUT_LOG" "$MARKER" java $KAFKA_HEAP_OPTS \
         -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
         -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$LOG4J_SERVER" \
         -cp "$LIBS/*" kafka.Kafka "$SERVER_PROPS"
     echo "version=$KAFKA_VERSION bootstrap=127.0.0.1:$KAFKA_PORT controller=127.0.0.1:$KAFKA_CONTROLLER_PORT data=$KAFKA_DATA_DIR log=$SERVER_LOG" \
-        >"$HW_RUN/kafka.info"
+        >"$HW_RUN/$NAME.info"
     hw_log "started pid $HW_LAUNCHED_PID, waiting for readiness (log: $SERVER_LOG)"
     wait_ready "$HW_LAUNCHED_PID" "$t0"
 }
 
 cmd_stop() {
-    hw_lock kafka
-    hw_stop kafka "$MARKER" "$KAFKA_STOP_TIMEOUT"
+    if [ "${1:-}" = "--all" ]; then
+        local p ports
+        ports="$(hw_instances kafka)"
+        [ -n "$ports" ] || hw_log "no Kafka instance running"
+        for p in $ports; do
+            KAFKA_PORT="$p" KAFKA_DATA_DIR="" "${BASH_SOURCE[0]}" stop
+        done
+        return 0
+    fi
+    hw_lock "$NAME"
+    hw_stop "$NAME" "$MARKER" "$KAFKA_STOP_TIMEOUT"
 }
 
 cmd_status() {
-    if hw_running kafka "$MARKER"; then
-        echo "kafka: running (pid $(hw_pid kafka)) $(cat "$HW_RUN/kafka.info" 2>/dev/null || true)"
+    if [ "${1:-}" = "--all" ]; then
+        local p any=3
+        for p in $(hw_instances kafka); do
+            if KAFKA_PORT="$p" "${BASH_SOURCE[0]}" status; then any=0; fi
+        done
+        [ "$any" -eq 0 ] || echo "kafka: no instance running"
+        return "$any"
+    fi
+    if hw_running "$NAME" "$MARKER"; then
+        echo "$NAME: running (pid $(hw_pid "$NAME")) $(cat "$HW_RUN/$NAME.info" 2>/dev/null || true)"
         return 0
     fi
-    echo "kafka: not running"
+    echo "$NAME: not running"
     return 3
 }
 
@@ -229,16 +256,16 @@ cmd_reset() {
 
 cmd_topics() {
     [ -d "$LIBS" ] || hw_die "Kafka not installed (infra/kafka.sh install)"
-    [ -f "$LOG4J_TOOLS" ] || write_config
+    [ -f "$LOG4J_TOOLS" ] || write_tools_config
     java_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" "$@"
 }
 
 case "${1:-help}" in
     install) cmd_install ;;
     start) cmd_start ;;
-    stop) cmd_stop ;;
+    stop) cmd_stop "${2:-}" ;;
     restart) cmd_stop && cmd_start ;;
-    status) cmd_status ;;
+    status) cmd_status "${2:-}" ;;
     reset) cmd_reset ;;
     topics) shift && cmd_topics "$@" ;;
     help | -h | --help) usage ;;

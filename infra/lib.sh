@@ -2,7 +2,8 @@
 # Shared helpers for infra/*.sh. Sourced, never run.
 #
 # Layout of the cache (HALTWATCH_CACHE, default <repo>/.cache):
-#   run/<name>.pid    PID of each background process we started
+#   run/<name>.pid    PID of each background process we started; <name> = <service>-<port>, one per instance
+#   run/<name>.marker a substring of its command line, checked before trusting or signalling the PID
 #   run/<name>.info   what it was started with (ports, data dir), printed by status
 #   run/<name>.lock   flock held while starting/stopping, so concurrent calls serialise
 #   logs/<name>.*     process logs
@@ -49,18 +50,40 @@ hw_alive() {
 # hw_pid NAME: print the PID recorded for NAME (empty when none).
 hw_pid() {
     local f="$HW_RUN/$1.pid"
-    [ -s "$f" ] && tr -dc '0-9' <"$f" || true
+    if [ -s "$f" ]; then tr -dc '0-9' <"$f"; fi
+}
+
+# hw_marker NAME DEFAULT: the command-line marker recorded when NAME was launched, else DEFAULT.
+hw_marker() {
+    local f="$HW_RUN/$1.marker"
+    if [ -s "$f" ]; then cat "$f"; else printf '%s' "$2"; fi
+}
+
+# hw_forget NAME: drop the run files of NAME (pid, marker, info); the lock file stays.
+hw_forget() {
+    rm -f "$HW_RUN/$1.pid" "$HW_RUN/$1.marker" "$HW_RUN/$1.info"
 }
 
 # hw_running NAME MARKER: true if NAME's recorded PID is alive; removes a stale pid file.
 hw_running() {
     local name="$1" marker="$2" pid
     pid="$(hw_pid "$name")"
-    if [ -n "$pid" ] && hw_alive "$pid" "$marker"; then
+    [ -n "$pid" ] || return 1
+    if hw_alive "$pid" "$marker"; then
         return 0
     fi
-    rm -f "$HW_RUN/$name.pid"
+    hw_forget "$name"
     return 1
+}
+
+# hw_instances PREFIX: the suffixes X of every run/PREFIX-X.pid (one per running instance).
+hw_instances() {
+    local f
+    for f in "$HW_RUN/$1"-*.pid; do
+        [ -e "$f" ] || continue
+        f="${f##*/"$1"-}"
+        echo "${f%.pid}"
+    done
 }
 
 # hw_port_open PORT: true if something accepts TCP connections on 127.0.0.1:PORT.
@@ -75,16 +98,19 @@ hw_require_free_port() {
     fi
 }
 
-# hw_launch NAME LOGFILE CMD...: start CMD detached (own session, stdin from /dev/null,
-# stdout+stderr to LOGFILE, lock fd closed) and write its PID to run/NAME.pid.
+# hw_launch NAME LOGFILE MARKER CMD...: start CMD detached (own session, stdin from /dev/null,
+# stdout+stderr to LOGFILE, lock fd closed); write its PID to run/NAME.pid and MARKER (a substring
+# of its command line, checked before any signal is sent) to run/NAME.marker.
 hw_launch() {
-    local name="$1" logfile="$2"
-    shift 2
+    local name="$1" logfile="$2" marker="$3"
+    shift 3
+    printf '%s' "$marker" >"$HW_RUN/$name.marker"
     # setsid does not fork here (the background child is not a process-group leader),
     # so $! is the PID of the server itself; hw_alive checks it against the command line.
     setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
     local pid=$!
     echo "$pid" >"$HW_RUN/$name.pid"
+    # shellcheck disable=SC2034  # read by the calling script
     HW_LAUNCHED_PID="$pid"
 }
 
@@ -94,7 +120,7 @@ hw_stop() {
     local name="$1" marker="$2" timeout="${3:-30}" pid t0
     pid="$(hw_pid "$name")"
     if [ -z "$pid" ] || ! hw_alive "$pid" "$marker"; then
-        rm -f "$HW_RUN/$name.pid"
+        hw_forget "$name"
         hw_log "$name: not running"
         return 0
     fi
@@ -116,7 +142,7 @@ hw_stop() {
             hw_die "$name: pid $pid survived SIGKILL"
         fi
     fi
-    rm -f "$HW_RUN/$name.pid"
+    hw_forget "$name"
     hw_log "$name: stopped (${pid}) in $(hw_since "$t0")s"
 }
 
@@ -147,4 +173,19 @@ hw_as_root() {
     else
         hw_die "need root to run: $*"
     fi
+}
+
+# hw_need_cmd CMD DEBIAN_PACKAGE: make sure CMD exists, installing the package with apt-get if not.
+hw_need_cmd() {
+    local cmd="$1" pkg="$2"
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 || hw_die "$cmd not found (install $pkg)"
+    hw_log "$cmd not found: apt-get install $pkg"
+    export DEBIAN_FRONTEND=noninteractive
+    { hw_as_root apt-get update -q && hw_as_root apt-get install -y -q --no-install-recommends "$pkg"; } \
+        >>"$HW_LOGS/apt-$pkg.log" 2>&1 || {
+        hw_tail "$HW_LOGS/apt-$pkg.log"
+        hw_die "apt-get install $pkg failed"
+    }
+    command -v "$cmd" >/dev/null 2>&1 || hw_die "$cmd still missing after installing $pkg"
 }

@@ -29,8 +29,8 @@ for name in "$@"; do
     "$INFRA/$name.sh" start
     case "$name" in
         kafka) exports+=("export HALTWATCH_KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-9092}") ;;
-        clickhouse) exports+=("export HALTWATCH_CLICKHOUSE_URL=clickhouse://127.0.0.1:${CLICKHOUSE_TCP_PORT:-19000}/haltwatch") ;;
-        anvil) exports+=("export HALTWATCH_ETHEREUM_WS_URL=ws://127.0.0.1:${ANVIL_PORT:-8545}") ;;
+        clickhouse) exports+=("export HALTWATCH_CLICKHOUSE_URL=clickhouse://default@127.0.0.1:${CLICKHOUSE_TCP_PORT:-19000}/haltwatch") ;;
+        anvil) exports+=("export HALTWATCH_WS_URL=ws://127.0.0.1:${ANVIL_PORT:-8545}") ;;
     esac
 done
 printf '%s\n' "${exports[@]}" | tee "$HW_CACHE/infra.env"

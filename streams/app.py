@@ -22,7 +22,7 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import EventT, StreamT
+from faust.types import EventT
 from faust.web import Request, Response, View
 
 from schemas.codec import SchemaError, decode
@@ -87,8 +87,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
     store: dict[str, ClickHouseBackend] = {}
 
-    @app.on_rebalance_complete.connect
-    async def _forget_after_rebalance(sender: Any, **kwargs: Any) -> None:
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def _forget_after_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
         # Ownership may have moved; the recovered table is the truth, reloaded on demand.
         for exchange in list(detector.exchanges()):
             detector.forget(exchange)
@@ -129,7 +129,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             await outages_topic.send(key=outage.exchange.encode(), value=orjson.dumps(outage))
 
     @app.agent(transfers_topic, concurrency=1)
-    async def detect(stream: StreamT[bytes]) -> AsyncIterator[None]:
+    async def detect(stream: Any) -> AsyncIterator[None]:
         async for event in stream.events():
             partition = event.message.partition
             if partition not in restored_partitions:
@@ -172,8 +172,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
         await asyncio.get_running_loop().run_in_executor(executor, run)
 
-    def decoded(events: list[EventT[bytes]], kind: type[Any]) -> tuple[list[tuple[Any, EventT[bytes]]], list[EventT[bytes]]]:
-        good, bad = [], []
+    Events = list[EventT[bytes]]
+
+    def decoded(events: Events, kind: type[Any]) -> tuple[list[tuple[Any, EventT[bytes]]], Events]:
+        good: list[tuple[Any, EventT[bytes]]] = []
+        bad: Events = []
         for event in events:
             try:
                 record = decode(event.value)
@@ -185,7 +188,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         return good, bad
 
     @app.agent(transfers_topic, concurrency=1)
-    async def sink_transfers(stream: StreamT[bytes]) -> AsyncIterator[None]:
+    async def sink_transfers(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
             good, _ = decoded(list(events), TransferEvent)  # bad ones are dead-lettered by ``detect``
             rows = [transfer_row(t, e.message.offset) for t, e in good]
@@ -193,7 +196,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             yield None
 
     @app.agent(heads_topic, concurrency=1)
-    async def sink_heads(stream: StreamT[bytes]) -> AsyncIterator[None]:
+    async def sink_heads(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
             good, bad = decoded(list(events), ChainHead)
             for event in bad:
@@ -202,7 +205,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             yield None
 
     @app.agent(outages_topic, concurrency=1)
-    async def sink_outages(stream: StreamT[bytes]) -> AsyncIterator[None]:
+    async def sink_outages(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
             good, bad = decoded(list(events), OutageEvent)
             for event in bad:

@@ -10,6 +10,7 @@ buffer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -104,10 +105,8 @@ class EvmConnector:
             await self._flush_dead_letters()
             sleep = delay * (0.5 + random.random())
             delay = min(delay * 2, 30.0)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=sleep)
-            except TimeoutError:
-                pass
 
     async def _follow(self, rpc: JsonRpcSocket) -> None:
         heads = await rpc.subscribe("newHeads")

@@ -53,7 +53,7 @@ class ChdbBackend:
         self.database = database
         self.path = path
         self._lock = threading.Lock()
-        self._session = session.Session(str(path))
+        self._session = session.Session(str(path))  # type: ignore[no-untyped-call]
 
     def server_version(self) -> tuple[int, ...]:
         rows = self.query("SELECT version() AS v")
@@ -62,7 +62,7 @@ class ChdbBackend:
     def execute(self, sql: str) -> None:
         with self._lock:
             try:
-                self._session.query(sql, "CSV")
+                self._session.query(sql, "CSV")  # type: ignore[no-untyped-call]
             except Exception as exc:  # chdb raises plain RuntimeError with the server message
                 raise StoreError(f"{exc} (in: {sql[:200]})") from exc
 
@@ -75,7 +75,7 @@ class ChdbBackend:
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._lock:
             try:
-                result = self._session.query(sql, "JSONEachRow", params=dict(params or {}))
+                result = self._session.query(sql, "JSONEachRow", params=dict(params or {}))  # type: ignore[no-untyped-call]
             except Exception as exc:
                 raise StoreError(f"{exc} (in: {sql[:200]})") from exc
         text = result.bytes() if hasattr(result, "bytes") else str(result).encode()
@@ -83,7 +83,7 @@ class ChdbBackend:
 
     def close(self) -> None:
         with self._lock:
-            self._session.close()
+            self._session.close()  # type: ignore[no-untyped-call]
 
 
 class DriverBackend:

@@ -13,7 +13,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from streams.store.backend import ClickHouseBackend, StoreError
 
@@ -52,14 +59,17 @@ class TableSink:
             return 0
         rows = self._rows
 
-        def count_retry(state: Any) -> None:
+        warn = before_sleep_log(log, logging.WARNING)
+
+        def before_sleep(state: RetryCallState) -> None:
             self.retries += 1
+            warn(state)
 
         for attempt in Retrying(
             retry=retry_if_exception_type((StoreError, EOFError, OSError)),
             wait=wait_exponential_jitter(initial=0.2, max=10.0),
             stop=stop_after_delay(self.retry_for_s),
-            before_sleep=lambda state: (count_retry(state), before_sleep_log(log, logging.WARNING)(state)),
+            before_sleep=before_sleep,
             reraise=True,
         ):
             with attempt:

@@ -7,6 +7,7 @@ outage topic + ClickHouse (embedded chdb, or Debian's ClickHouse server through 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def last_withdrawal_before(played: list[BlockPlayed], phase: str) -> BlockPlayed
 @pytest.mark.parametrize("store", ["chdb", "server"])
 def test_halt_is_detected_once_with_the_right_start_and_resolves(store, kafka, anvil, run_dir, request):
     clickhouse_url = request.getfixturevalue("clickhouse_server") if store == "server" else None
-    player, played, watcher, pipeline = run_scenario("halt", kafka, anvil, run_dir, clickhouse_url)
+    _player, played, watcher, pipeline = run_scenario("halt", kafka, anvil, run_dir, clickhouse_url)
     try:
         assert watcher.wait_for(lambda evs: any(e.state is OutageState.RESOLVED for e in evs), 90), (
             f"no resolved outage; events: {watcher.events}"
@@ -125,7 +126,7 @@ def test_halt_is_detected_once_with_the_right_start_and_resolves(store, kafka, a
 
 @pytest.mark.parametrize("scenario", ["stall", "normal"])
 def test_controls_emit_no_outage(scenario, kafka, anvil, run_dir):
-    player, played, watcher, pipeline = run_scenario(scenario, kafka, anvil, run_dir, None)
+    _player, played, watcher, pipeline = run_scenario(scenario, kafka, anvil, run_dir, None)
     try:
         wait_until_connector_published(pipeline, played[-1].number)
         # The detector must have consumed the last block's head, so silence here is a decision, not a lag.
@@ -147,7 +148,7 @@ def test_controls_emit_no_outage(scenario, kafka, anvil, run_dir):
         watcher.close()
         pipeline.stop()
     if scenario == "stall":
-        gaps = [b.block_time - a.block_time for a, b in zip(played, played[1:], strict=False)]
+        gaps = [b.block_time - a.block_time for a, b in itertools.pairwise(played)]
         assert max(gaps) >= 100 * 12, "the scenario must contain a real stall of the chain"
 
 
