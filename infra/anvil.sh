@@ -67,7 +67,7 @@ installed_version() {
 
 cmd_install() {
     if [ "$(installed_version || true)" = "$ANVIL_VERSION" ]; then
-        hw_log "anvil $ANVIL_VERSION already installed: $(anvil_bin)"
+        [ -n "${QUIET_INSTALLED:-}" ] || hw_log "anvil $ANVIL_VERSION already installed: $(anvil_bin)"
         return 0
     fi
     hw_need_cmd npm npm
@@ -104,7 +104,7 @@ cmd_start() {
         hw_log "already running (pid $(hw_pid "$NAME")): $(cat "$HW_RUN/$NAME.info" 2>/dev/null || true)"
         return 0
     fi
-    cmd_install
+    QUIET_INSTALLED=1 cmd_install
     hw_need_cmd curl curl
     local t0 pid bn deadline
     t0="$(hw_now)"

@@ -55,7 +55,7 @@ find_bin() {
 
 cmd_install() {
     if [ -n "$(find_bin clickhouse-server)" ] && [ -n "$(find_bin clickhouse-client)" ]; then
-        hw_log "already installed: $("$(find_bin clickhouse-client)" --version 2>/dev/null | head -1)"
+        [ -n "${QUIET_INSTALLED:-}" ] || hw_log "already installed: $("$(find_bin clickhouse-client)" --version 2>/dev/null | head -1)"
         return 0
     fi
     local t0
@@ -188,7 +188,7 @@ cmd_start() {
         hw_log "already running (pid $(hw_pid "$NAME")): $(cat "$HW_RUN/$NAME.info" 2>/dev/null || true)"
         return 0
     fi
-    cmd_install
+    QUIET_INSTALLED=1 cmd_install
     local t0 server
     t0="$(hw_now)"
     server="$(find_bin clickhouse-server)"

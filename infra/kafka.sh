@@ -61,7 +61,7 @@ install_id() { echo "$KAFKA_VERSION $(sha256sum "$POM" | cut -d' ' -f1)"; }
 
 cmd_install() {
     if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(install_id)" ] && [ -d "$LIBS" ]; then
-        hw_log "Kafka $KAFKA_VERSION already installed in $LIBS"
+        [ -n "${QUIET_INSTALLED:-}" ] || hw_log "Kafka $KAFKA_VERSION already installed in $LIBS"
         return 0
     fi
     hw_need_cmd java openjdk-17-jre-headless # Kafka 4.x brokers need Java 17+
@@ -151,7 +151,16 @@ JAVA_TOOL=(java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$LIBS/*" -Dlog4j2.configur
 java_tool() { "${JAVA_TOOL[@]}" "$@"; }
 
 format_storage() {
+    local stamp="$KAFKA_DATA_DIR/.haltwatch-kafka-version"
     if [ -f "$KAFKA_DATA_DIR/meta.properties" ]; then
+        local formatted
+        formatted="$(cat "$stamp" 2>/dev/null || true)"
+        if [ -n "$formatted" ] && [ "$formatted" != "$KAFKA_VERSION" ]; then
+            if [ "$(printf '%s\n%s\n' "$formatted" "$KAFKA_VERSION" | sort -V | tail -1)" = "$formatted" ]; then
+                hw_die "$KAFKA_DATA_DIR was written by Kafka $formatted; $KAFKA_VERSION cannot read it (downgrade): run 'infra/kafka.sh reset' or set KAFKA_DATA_DIR"
+            fi
+            echo "$KAFKA_VERSION" >"$stamp" # an upgrade reads older metadata
+        fi
         return 0
     fi
     local cluster_id
@@ -162,6 +171,7 @@ format_storage() {
         hw_tail "$HW_LOGS/$NAME-format.log"
         hw_die "kafka-storage format failed"
     }
+    echo "$KAFKA_VERSION" >"$stamp"
 }
 
 # Ready = the server logged "Kafka Server started" AND answers a metadata request (topic list).
@@ -193,7 +203,7 @@ cmd_start() {
         hw_log "already running (pid $(hw_pid "$NAME")): $(cat "$HW_RUN/$NAME.info" 2>/dev/null || true)"
         return 0
     fi
-    cmd_install
+    QUIET_INSTALLED=1 cmd_install
     local t0
     t0="$(hw_now)"
     hw_require_free_port "$KAFKA_PORT" KAFKA_PORT
