@@ -20,7 +20,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
 from schemas.codec import encode
-from schemas.records import ChainHead, DeadLetter, TransferEvent
+from schemas.records import ChainHead, DeadLetter, FeedHeartbeat, TransferEvent
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,11 @@ class BlockPublisher:
             for p in self._partitions()
         ]
         self._wait(futures, f"{head.chain} block {head.number} head")
+
+    def heartbeat(self, beat: FeedHeartbeat) -> None:
+        """Tell consumers the connector is alive even when no block comes (keyed by chain, heads topic)."""
+        future = self._producer.send(self.topics.heads, key=beat.chain.encode(), value=encode(beat))
+        self._wait([future], f"{beat.chain} heartbeat")
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         futures = [

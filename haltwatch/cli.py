@@ -95,17 +95,31 @@ def worker(
     web_port: Annotated[int, typer.Option(envvar="HALTWATCH_WEB_PORT")] = 6066,
     web_host: Annotated[str, typer.Option(envvar="HALTWATCH_WEB_HOST")] = "127.0.0.1",
     data_dir: Annotated[Path, typer.Option(envvar="HALTWATCH_DATA_DIR")] = Path(".haltwatch/worker"),
-    false_alarm_p: Annotated[
+    false_alarms: Annotated[
         float,
-        typer.Option(envvar="HALTWATCH_FALSE_ALARM_P", help="Open an outage when the gap is less likely than this."),
-    ] = 1e-6,
+        typer.Option(envvar="HALTWATCH_FALSE_ALARMS", help="False alarms allowed per exchange per budget period."),
+    ] = 1.0,
+    budget_days: Annotated[
+        float, typer.Option(envvar="HALTWATCH_BUDGET_DAYS", help="Length of the false-alarm budget period, days.")
+    ] = 90.0,
+    exchange_metadata: Annotated[
+        Path | None,
+        typer.Option(envvar="HALTWATCH_EXCHANGE_METADATA", help="TOML of exchange hosting provider/region."),
+    ] = None,
     verbose: bool = False,
 ) -> None:
-    """Run a Faust worker: detection, outage events and the ClickHouse sink."""
+    """Run a Faust worker: detection, correlation, chain monitoring, outage events and the ClickHouse sink."""
     from faust.worker import Worker
 
     from streams.app import WorkerSettings, create_app
-    from streams.detection import DetectionPolicy
+    from streams.detection import DetectionPolicy, load_exchange_metadata
+    from streams.detection.correlation import MetadataError
+
+    try:
+        policy = DetectionPolicy(false_alarms_per_exchange=false_alarms, budget_days=budget_days)
+        metadata = load_exchange_metadata(exchange_metadata) if exchange_metadata else {}
+    except (ValueError, MetadataError) as exc:
+        raise typer.BadParameter(str(exc)) from None
 
     settings = WorkerSettings(
         kafka_bootstrap=kafka,
@@ -117,7 +131,8 @@ def worker(
         web_host=web_host,
         web_port=web_port,
         data_dir=data_dir,
-        policy=DetectionPolicy(false_alarm_p=false_alarm_p),
+        policy=policy,
+        exchange_metadata=metadata,
     )
     faust_app = create_app(settings)
     Worker(faust_app, loglevel="debug" if verbose else "info", quiet=True).execute_from_commandline()

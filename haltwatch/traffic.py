@@ -45,9 +45,10 @@ class BlockPlayed:
 
 
 SCENARIOS: dict[str, list[Phase]] = {
-    "halt": [Phase("steady", 200, 1.5), Phase("halt", 100, 0.0), Phase("resume", 30, 1.5)],
-    "stall": [Phase("steady", 200, 1.5), Phase("stall", 100, 0.0, stall_s=8.0), Phase("after", 30, 1.5)],
-    "normal": [Phase("steady", 330, 1.5)],
+    # 330 steady blocks = 66 minutes of chain time: past the detector's one-hour warm-up
+    "halt": [Phase("steady", 330, 1.5), Phase("halt", 100, 0.0), Phase("resume", 30, 1.5)],
+    "stall": [Phase("steady", 330, 1.5), Phase("stall", 100, 0.0, stall_s=8.0), Phase("after", 30, 1.5)],
+    "normal": [Phase("steady", 460, 1.5)],
 }
 
 

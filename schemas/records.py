@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 SCHEMA_VERSION = 1
 NATIVE_ASSET = "native"
@@ -145,10 +145,80 @@ class DeadLetter:
     type: Literal["dead_letter"] = "dead_letter"
 
 
-Record = TransferEvent | ChainHead | OutageEvent | DeadLetter
-RECORD_TYPES: tuple[type[TransferEvent], type[ChainHead], type[OutageEvent], type[DeadLetter]] = (
+class ChainState(StrEnum):
+    """What haltwatch knows about a chain's own progress."""
+
+    OK = "ok"
+    CHAIN_STALLED = "chain_stalled"
+    """The node is reachable and reports no new block: the chain itself has stopped."""
+    NO_DATA = "no_data"
+    """We are not receiving the chain's blocks (connector, node or Kafka problem): we cannot judge."""
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelatedIncident:
+    """Several exchanges stopped paying out within a short window: likely one shared cause.
+
+    ``incident_id`` is stable as the group grows; each growth is a new ``version``. ``common`` holds the
+    exchange metadata (hosting provider, region, ...) that every member shares.
+    """
+
+    TYPE: ClassVar[str] = "correlated_incident"
+    incident_id: str
+    version: int
+    exchanges: list[str]
+    outage_ids: list[str]
+    started_at: int
+    detected_at: int
+    common: dict[str, str]
+    likely_cause: str
+    emitted_at: float
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["correlated_incident"] = "correlated_incident"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStatus:
+    """A change in a chain's state as seen by haltwatch (wall-clock based, unlike outages)."""
+
+    TYPE: ClassVar[str] = "chain_status"
+    chain: str
+    state: ChainState
+    last_number: int
+    last_block_time: int
+    last_received_at: float
+    node_head_number: int | None
+    reason: str
+    emitted_at: float
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["chain_status"] = "chain_status"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHeartbeat:
+    """A connector's periodic word that it is alive, and how far the node and the connector are.
+
+    Sent even when no block arrives, so that silence on the heads topic can be told apart: heartbeats
+    with a node head that does not move mean the chain stalled; no heartbeats mean our feed is lost.
+    """
+
+    TYPE: ClassVar[str] = "feed_heartbeat"
+    chain: str
+    node_head_number: int
+    published_number: int
+    connected: bool
+    sent_at: float
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["feed_heartbeat"] = "feed_heartbeat"
+
+
+Record = TransferEvent | ChainHead | OutageEvent | DeadLetter | CorrelatedIncident | ChainStatus | FeedHeartbeat
+RECORD_TYPES: tuple[type[Any], ...] = (
     TransferEvent,
     ChainHead,
     OutageEvent,
     DeadLetter,
+    CorrelatedIncident,
+    ChainStatus,
+    FeedHeartbeat,
 )

@@ -23,8 +23,13 @@ class Topics:
 
     @property
     def outages(self) -> str:
-        """Outage state changes keyed by exchange: the product's public output."""
+        """Outage state changes keyed by exchange, and correlated incidents: the product's public output."""
         return f"{self.prefix}.outages.v1"
+
+    @property
+    def chain_status(self) -> str:
+        """Chain state changes (ok / chain_stalled / no_data) keyed by chain."""
+        return f"{self.prefix}.chainstatus.v1"
 
     @property
     def dead_letters(self) -> str:

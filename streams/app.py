@@ -1,12 +1,16 @@
-"""The Faust worker: detection agent, ClickHouse sink agents and a small JSON API.
+"""The Faust worker: detection, correlation, chain monitoring, ClickHouse sinks and a small JSON API.
 
 Agents and the state they own:
-- ``detect`` reads the transfers topic (transfers keyed by exchange plus every block's head written to
+- ``detect`` reads the transfers topic (transfers keyed by exchange, plus every block's head written to
   every partition) one event at a time, feeds :class:`OutageDetector`, keeps each exchange's detector
-  state in a changelog-backed table, and sends outage state changes to the outage topic. It runs with
-  concurrency 1: with more, Faust can commit past an event still in flight.
-- ``sink_transfers`` / ``sink_heads`` / ``sink_outages`` batch their topics into ClickHouse. A batch is
-  acknowledged only after its insert succeeded, so a crash re-reads it (the tables collapse duplicates).
+  state in a changelog-backed table, and sends outage state changes to the outage topic. Concurrency 1:
+  with more, Faust can commit past an event still in flight.
+- ``correlate`` sees every outage (they are copied to a one-partition internal topic) and groups those
+  of several exchanges that start together into correlated incidents on the outage topic.
+- ``monitor_chains`` reads heads and connector heartbeats per chain and, on a timer, reports chains that
+  stalled or that we lost (wall-clock judgement; outages never depend on it).
+- the ``sink_*`` agents batch their topics into ClickHouse. A batch is acknowledged only after its insert
+  succeeded, so a crash re-reads it; the tables' replacing keys collapse the duplicates.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +30,35 @@ from faust.types import EventT
 from faust.web import Request, Response, View
 
 from schemas.codec import SchemaError, decode
-from schemas.records import ChainHead, DeadLetter, OutageEvent, TransferEvent
+from schemas.records import (
+    ChainHead,
+    ChainStatus,
+    CorrelatedIncident,
+    DeadLetter,
+    FeedHeartbeat,
+    OutageEvent,
+    Record,
+    TransferEvent,
+)
 from schemas.topics import Topics
-from streams.detection import DetectionPolicy, OutageDetector, WallClock
+from streams.detection import ChainMonitor, DetectionPolicy, IncidentCorrelator, OutageDetector, WallClock
 from streams.store.backend import ClickHouseBackend, open_backend
 from streams.store.migrate import apply_migrations
 from streams.store.queries import recent_outages, withdrawal_count
-from streams.store.rows import head_row, outage_row, transfer_row
+from streams.store.rows import (
+    chain_status_row,
+    correlated_row,
+    head_row,
+    outage_row,
+    transfer_row,
+)
 from streams.store.sink import TableSink
 
 log = logging.getLogger(__name__)
+SAVE_EVERY_HEADS = 16
+"""Detector state is saved at every withdrawal and state change, and otherwise every this many heads.
+Heads lost between saves only under-count exposure after a restart (a later head that does not follow
+the saved one is not credited), which delays a decision but never causes one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +74,9 @@ class WorkerSettings:
     data_dir: Path = Path(".haltwatch/worker")
     sink_batch: int = 5_000
     sink_within_s: float = 0.25
+    chain_check_s: float = 2.0
     policy: DetectionPolicy = field(default_factory=DetectionPolicy)
+    exchange_metadata: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
@@ -72,18 +97,26 @@ def create_app(settings: WorkerSettings) -> faust.App:
     )
     topics = settings.topics
 
-    def topic(name: str) -> Any:
-        return app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    def topic(name: str, partitions: int = settings.partitions) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=partitions)
 
     transfers_topic = topic(topics.transfers)
     heads_topic = topic(topics.heads)
     outages_topic = topic(topics.outages)
+    status_topic = topic(topics.chain_status)
     dead_topic = topic(topics.dead_letters)
+    correlation_topic = topic(f"{topics.prefix}.internal.correlation.v1", partitions=1)
     state_table = app.Table("detector-state", default=None, partitions=settings.partitions)
 
-    detector = OutageDetector(settings.policy, WallClock())
+    clock = WallClock()
+    detector = OutageDetector(settings.policy, clock, correlate=False)
+    correlator = IncidentCorrelator(settings.policy.correlation_window_s, clock, settings.exchange_metadata)
+    monitor = ChainMonitor(clock)
     owners: dict[int, set[str]] = {}
-    """partition → exchanges whose transfers arrive there (they are evaluated on that partition's heads)."""
+    """partition → exchanges whose transfers arrive there (they are decided on that partition's heads)."""
+    loaded: set[tuple[str, int]] = set()
+    restored_partitions: set[int] = set()
+    heads_since_save: dict[int, int] = {}
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
     store: dict[str, ClickHouseBackend] = {}
 
@@ -96,37 +129,36 @@ def create_app(settings: WorkerSettings) -> faust.App:
         loaded.clear()
         restored_partitions.clear()
 
-    loaded: set[tuple[str, int]] = set()
-    restored_partitions: set[int] = set()
-
     def load(exchange: str, partition: int) -> None:
         if (exchange, partition) in loaded:
             return
         stored = state_table.get(exchange)
-        if stored is not None and not any(ex == exchange for ex, _ in detector.states):
-            detector.restore(exchange, orjson.loads(stored)["chains"])
+        if stored is not None and exchange not in detector.exchanges():
+            detector.restore(exchange, orjson.loads(stored)["state"])
         owners.setdefault(partition, set()).add(exchange)
         loaded.add((exchange, partition))
 
     def save(exchange: str, partition: int) -> None:
-        state_table[exchange] = orjson.dumps({"partition": partition, "chains": detector.export(exchange)})
+        state_table[exchange] = orjson.dumps({"partition": partition, "state": detector.export(exchange)})
 
     def restore_partition(partition: int) -> None:
         """After a restart or rebalance, exchanges of this partition are known only to the table."""
         restored_partitions.add(partition)
         for exchange, stored in state_table.items():
-            data = orjson.loads(stored)
-            if data["partition"] == partition:
+            if orjson.loads(stored)["partition"] == partition:
                 load(exchange, partition)
 
     async def dead_letter(raw: bytes, reason: str, source: str) -> None:
         letter = DeadLetter(source, reason, raw.decode("utf-8", "replace"), time.time())
         await dead_topic.send(key=source.encode(), value=orjson.dumps(letter))
 
-    async def emit(outages: list[OutageEvent]) -> None:
-        for outage in outages:
-            log.warning("outage %s %s on %s (%s)", outage.state, outage.exchange, outage.scope, outage.reason)
-            await outages_topic.send(key=outage.exchange.encode(), value=orjson.dumps(outage))
+    async def emit(outputs: list[Any]) -> None:
+        for out in outputs:
+            if isinstance(out, OutageEvent):
+                log.warning("outage %s %s on %s (%s)", out.state, out.exchange, out.scope, out.reason)
+                payload = orjson.dumps(out)
+                await outages_topic.send(key=out.exchange.encode(), value=payload)
+                await correlation_topic.send(key=b"all", value=payload)
 
     @app.agent(transfers_topic, concurrency=1)
     async def detect(stream: Any) -> AsyncIterator[None]:
@@ -141,18 +173,58 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 continue
             if isinstance(record, TransferEvent):
                 load(record.exchange, partition)
-                outages = detector.on_transfer(record)
+                outputs = detector.on_transfer(record)
                 save(record.exchange, partition)
-                await emit(outages)
+                await emit(outputs)
             elif isinstance(record, ChainHead):
                 mine = owners.get(partition, set())
-                outages = detector.on_head(record, mine)
+                outputs = detector.on_head(record, mine)
+                count = heads_since_save.get(partition, 0) + 1
+                changed = {o.exchange for o in outputs if isinstance(o, OutageEvent)}
                 for exchange in mine:
-                    save(exchange, partition)
-                await emit(outages)
+                    if count >= SAVE_EVERY_HEADS or exchange in changed:
+                        save(exchange, partition)
+                heads_since_save[partition] = 0 if count >= SAVE_EVERY_HEADS else count
+                await emit(outputs)
             else:
                 await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
             yield None
+
+    @app.agent(correlation_topic, concurrency=1)
+    async def correlate(stream: Any) -> AsyncIterator[None]:
+        async for value in stream:
+            try:
+                record = decode(value)
+            except SchemaError:
+                continue  # only our own detector writes here
+            if isinstance(record, OutageEvent):
+                for incident in correlator.on_outage(record):
+                    log.warning("correlated incident %s: %s", incident.incident_id, incident.exchanges)
+                    await outages_topic.send(key=b"correlated", value=orjson.dumps(incident))
+            yield None
+
+    @app.agent(heads_topic, concurrency=1)
+    async def monitor_chains(stream: Any) -> AsyncIterator[None]:
+        async for value in stream:
+            try:
+                record = decode(value)
+            except SchemaError as exc:
+                await dead_letter(value, str(exc), f"topic:{topics.heads}")
+                continue
+            statuses: list[ChainStatus] = []
+            if isinstance(record, ChainHead):
+                statuses = monitor.on_head(record)
+            elif isinstance(record, FeedHeartbeat):
+                statuses = monitor.on_heartbeat(record)
+            for status in statuses:
+                await status_topic.send(key=status.chain.encode(), value=orjson.dumps(status))
+            yield None
+
+    @app.timer(interval=settings.chain_check_s)  # type: ignore[untyped-decorator]
+    async def check_chains() -> None:
+        for status in monitor.on_tick():
+            log.warning("chain %s is %s: %s", status.chain, status.state, status.reason)
+            await status_topic.send(key=status.chain.encode(), value=orjson.dumps(status))
 
     def backend() -> ClickHouseBackend:
         if "b" not in store:
@@ -164,6 +236,9 @@ def create_app(settings: WorkerSettings) -> faust.App:
         return store["b"]
 
     async def insert(table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+
         def run() -> None:
             sink = TableSink(backend(), table)
             for row in rows:
@@ -174,44 +249,41 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
     Events = list[EventT[bytes]]
 
-    def decoded(events: Events, kind: type[Any]) -> tuple[list[tuple[Any, EventT[bytes]]], Events]:
-        good: list[tuple[Any, EventT[bytes]]] = []
-        bad: Events = []
+    async def decoded(events: Events, source: str) -> list[tuple[Record, EventT[bytes]]]:
+        good: list[tuple[Record, EventT[bytes]]] = []
         for event in events:
             try:
-                record = decode(event.value)
-            except SchemaError:
-                bad.append(event)
-                continue
-            if isinstance(record, kind):
-                good.append((record, event))
-        return good, bad
+                good.append((decode(event.value), event))
+            except SchemaError as exc:
+                if source != topics.transfers:  # ``detect`` dead-letters the transfers topic's bad input
+                    await dead_letter(event.value, str(exc), f"topic:{source}")
+        return good
 
-    @app.agent(transfers_topic, concurrency=1)
-    async def sink_transfers(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
-            good, _ = decoded(list(events), TransferEvent)  # bad ones are dead-lettered by ``detect``
-            rows = [transfer_row(t, e.message.offset) for t, e in good]
-            await insert("transfers", rows)
-            yield None
+    def sink_agent(source: Any, name: str, tables: dict[type[Any], tuple[str, Callable[..., dict[str, Any]]]]) -> None:
+        async def sink(stream: Any) -> AsyncIterator[None]:
+            async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
+                rows: dict[str, list[dict[str, Any]]] = {}
+                for record, event in await decoded(list(events), source.get_topic_name()):
+                    target = tables.get(type(record))
+                    if target is not None:
+                        table, to_row = target
+                        row = to_row(record, event.message.offset) if table == "transfers" else to_row(record)
+                        rows.setdefault(table, []).append(row)
+                for table, batch in rows.items():
+                    await insert(table, batch)
+                yield None
 
-    @app.agent(heads_topic, concurrency=1)
-    async def sink_heads(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
-            good, bad = decoded(list(events), ChainHead)
-            for event in bad:
-                await dead_letter(event.value, "not a valid chain head", f"topic:{topics.heads}")
-            await insert("chain_heads", [head_row(h) for h, _ in good])
-            yield None
+        sink.__name__ = name
+        app.agent(source, name=name, concurrency=1)(sink)
 
-    @app.agent(outages_topic, concurrency=1)
-    async def sink_outages(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
-            good, bad = decoded(list(events), OutageEvent)
-            for event in bad:
-                await dead_letter(event.value, "not a valid outage event", f"topic:{topics.outages}")
-            await insert("outage_events", [outage_row(o) for o, _ in good])
-            yield None
+    sink_agent(transfers_topic, "sink_transfers", {TransferEvent: ("transfers", transfer_row)})
+    sink_agent(heads_topic, "sink_heads", {ChainHead: ("chain_heads", head_row)})
+    sink_agent(
+        outages_topic,
+        "sink_outages",
+        {OutageEvent: ("outage_events", outage_row), CorrelatedIncident: ("correlated_incidents", correlated_row)},
+    )
+    sink_agent(status_topic, "sink_chain_status", {ChainStatus: ("chain_status", chain_status_row)})
 
     @app.page("/outages")
     class Outages(View):
@@ -240,19 +312,20 @@ def create_app(settings: WorkerSettings) -> faust.App:
         """What this worker's detector knows right now, per (exchange, chain) it owns."""
 
         async def get(self, request: Request) -> Response:
-            return self.json(
-                [
-                    {
-                        "exchange": st.exchange,
-                        "chain": st.chain,
-                        "head_number": st.head_number,
-                        "head_time": st.head_time,
-                        "last_withdrawal_time": st.last_time,
-                        "withdrawals_in_window": st.rate.withdrawals,
-                        "outage_id": st.outage.outage_id if st.outage else None,
-                    }
-                    for st in detector.states.values()
-                ]
-            )
+            rows = []
+            for ex in detector.exchanges_.values():
+                for c in ex.chains.values():
+                    rows.append({
+                        "exchange": ex.exchange,
+                        "chain": c.chain,
+                        "head_number": c.head_number,
+                        "head_time": c.head_time,
+                        "last_withdrawal_time": c.last.time if c.last else None,
+                        "withdrawals_seen": c.withdrawals,
+                        "expected_in_gap": c.gap_u(),
+                        "outage_id": c.incident.last.outage_id if c.incident else None,
+                        "exchange_outage_id": ex.incident.last.outage_id if ex.incident else None,
+                    })
+            return self.json(rows)
 
     return app

@@ -22,8 +22,8 @@ from connectors.checkpoint import Checkpoint, CheckpointFile
 from connectors.evm.blocks import TRANSFER_TOPIC, MalformedBlock, ParsedBlock, hex_int, parse_block
 from connectors.evm.rpc import CONNECTION_LOST, JsonRpcSocket, RpcConnectionLost, RpcError
 from connectors.labels import LabelRegistry
-from connectors.publisher import BlockPublisher
-from schemas.records import DeadLetter
+from connectors.publisher import BlockPublisher, PublishError
+from schemas.records import DeadLetter, FeedHeartbeat
 
 log = logging.getLogger(__name__)
 DECIMALS_SELECTOR = "0x313ce567"
@@ -39,6 +39,7 @@ class EvmChainConfig:
     start_block: int | None = None
     """Where to start without a checkpoint; None means the node's current head."""
     native_decimals: int = 18
+    heartbeat_s: float = 5.0
 
 
 class ChainReorgedError(RuntimeError):
@@ -64,6 +65,8 @@ class EvmConnector:
         self.stopping = asyncio.Event()
         self.blocks_published = 0
         self.reconnects = 0
+        self.node_head = -1
+        self.connected = False
         self._dead: list[DeadLetter] = []
 
     def stop(self) -> None:
@@ -87,14 +90,38 @@ class EvmConnector:
             await asyncio.to_thread(self.publisher.dead_letter, letters)
 
     # -- main loop ---------------------------------------------------------------------------------
+    async def _heartbeats(self) -> None:
+        while not self.stopping.is_set():
+            published = self.checkpoint.number if self.checkpoint else -1
+            beat = FeedHeartbeat(self.config.chain, max(self.node_head, published), published, self.connected,
+                                 self.clock())
+            try:
+                await asyncio.to_thread(self.publisher.heartbeat, beat)
+            except PublishError as exc:
+                log.warning("%s: heartbeat not delivered: %s", self.config.chain, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=self.config.heartbeat_s)
+
     async def run(self) -> None:
         """Run until :meth:`stop`; reconnects with exponential backoff and jitter."""
+        beats = asyncio.create_task(self._heartbeats(), name="heartbeats")
+        try:
+            await self._run()
+        finally:
+            self.stopping.set()
+            await asyncio.gather(beats, return_exceptions=True)
+
+    async def _run(self) -> None:
         delay = 0.5
         while not self.stopping.is_set():
             try:
                 async with JsonRpcSocket(self.config.ws_url, on_bad_frame=self._bad_frame) as rpc:
                     delay = 0.5
-                    await self._follow(rpc)
+                    self.connected = True
+                    try:
+                        await self._follow(rpc)
+                    finally:
+                        self.connected = False
             except (OSError, RpcConnectionLost, TimeoutError) as exc:
                 log.warning("%s: connection to node lost (%s); reconnecting", self.config.chain, exc)
             except RpcError as exc:
@@ -111,6 +138,7 @@ class EvmConnector:
     async def _follow(self, rpc: JsonRpcSocket) -> None:
         heads = await rpc.subscribe("newHeads")
         tip = hex_int(await rpc.call("eth_blockNumber"), "eth_blockNumber")
+        self.node_head = max(self.node_head, tip)
         if self.checkpoint is None:
             start = self.config.start_block if self.config.start_block is not None else tip
             self.next_block = max(start, 0)
@@ -134,6 +162,7 @@ class EvmConnector:
                 except ValueError as exc:
                     self._bad_frame(str(header), f"newHeads header: {exc}")
                     continue
+                self.node_head = max(self.node_head, number)
                 await self._catch_up(rpc, number)
         finally:
             stop_wait.cancel()

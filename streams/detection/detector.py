@@ -1,12 +1,23 @@
 """Decide, from transfers and chain heads in block-time order, when an exchange has stopped paying out.
 
-Pure Python: the Faust worker, ``haltwatch backtest`` and the unit tests drive the same object. Decisions
-are made only on chain heads, because a head of block N is written after all of block N's transfers: a
-silent stretch of chain time covered by heads is evidence, a stretch without heads is not.
+Pure Python: the Faust worker, ``haltwatch backtest`` and the unit tests drive the same object.
 
-Every update is idempotent under redelivery (Kafka and Faust are at-least-once): each (exchange, chain)
-remembers the last head it was credited with, so a replayed head adds nothing, and a replayed transfer of
-a block whose head was already credited is recognised by its block number.
+Evidence is counted only on chain heads. A head of block N is written after all of block N's transfers,
+so chain time covered by heads is time the exchange could have paid and we would have seen it. Each head
+credits its block interval (capped, so a chain stall adds almost nothing; not at all when block numbers
+skip, i.e. we lost data) times the seasonal rate: the *expected withdrawals* of that interval. Three tests
+run on that currency:
+
+- the gap test per (exchange, chain): a gap of ``u`` expected withdrawals has probability
+  ``P(gap > u)`` under the learned gap tail (:class:`GapTail`, robust to batched payouts);
+- the exchange-wide gap test: silence on every active chain since the exchange's last payout anywhere,
+  the evidence being the sum over chains (a full halt is seen much sooner on the summed rate);
+- a CUSUM per (exchange, chain) for a rate that collapses without stopping (``degraded``).
+
+Every threshold derives from one budget (false alarms per exchange per N days): a test's threshold is the
+evidence at which the expected number of false alarms over the budget period, across all the exchange's
+tests, equals the budget. Every update is idempotent under redelivery: a replayed head adds nothing, a
+replayed transfer of a block whose head was credited is recognised by its block number.
 """
 
 from __future__ import annotations
@@ -14,207 +25,547 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas.codec import decode_as, encode
-from schemas.records import ChainHead, Direction, OutageEvent, OutageState, TransferEvent
+from schemas.records import ChainHead, CorrelatedIncident, Direction, OutageEvent, OutageState, TransferEvent
+from streams.detection.baseline import GapTail, SeasonalRate
 from streams.detection.clock import Clock
+from streams.detection.correlation import IncidentCorrelator
 from streams.detection.policy import DetectionPolicy
-from streams.detection.rate import WithdrawalRate
+
+Output = OutageEvent | CorrelatedIncident
+EXCHANGE_WIDE = "*"
+"""Scope key of an exchange-wide incident; its ``scope`` lists the exchange's active chains."""
 
 
 @dataclass(slots=True)
-class ExchangeChainState:
-    """Everything the detector remembers about one (exchange, chain)."""
+class Withdrawal:
+    event_id: str
+    block: int
+    time: int
+    tx: str
+    u_at: float | None
+    """The chain's cumulative expected withdrawals when it happened; filled in by its block's head."""
 
-    exchange: str
+
+@dataclass(slots=True)
+class Incident:
+    """One incident's lifecycle, from which its :class:`OutageEvent` versions are built."""
+
+    last: OutageEvent
+    resume_count: int = 0
+    resume_time: int | None = None
+    resume_u: float = 0.0
+    """The chain's cumulative expected withdrawals at the first payout after the silence."""
+    recover: float = 0.0
+    """Evidence (nats) that a degraded rate is back to normal."""
+
+    @property
+    def state(self) -> OutageState:
+        return self.last.state
+
+
+@dataclass(slots=True)
+class ChainTrack:
+    """Everything known about one exchange on one chain."""
+
     chain: str
-    rate: WithdrawalRate
+    rate: SeasonalRate
+    tail: GapTail = field(default_factory=GapTail)
     head_number: int = -1
     head_time: int | None = None
-    """The last head credited: chain time is accounted up to here."""
+    interval_s: float | None = None
+    """Typical block interval of the chain (moving average of normal intervals)."""
+    u_total: float = 0.0
+    recent: list[Withdrawal] = field(default_factory=list)
+    withdrawals: int = 0
+    exposure_s: float = 0.0
+    pending: list[list[float]] = field(default_factory=list)
+    """Exposure credited during the current gap as [block_time, seconds]; learned when the gap ends."""
+    pending_events: int = 0
+    pending_ids: set[str] = field(default_factory=set)
+    tainted: bool = False
+    """An incident touched the current gap: it must not be learned as normal."""
+    drop: float = 0.0
+    incident: Incident | None = None
+
+    @property
+    def last(self) -> Withdrawal | None:
+        return self.recent[-1] if self.recent else None
+
+    def gap_u(self) -> float:
+        last = self.last
+        if last is None or last.u_at is None:
+            return 0.0
+        return self.u_total - last.u_at
+
+
+@dataclass(slots=True)
+class ExchangeTrack:
+    exchange: str
+    chains: dict[str, ChainTrack] = field(default_factory=dict)
+    snapshot: dict[str, float | None] = field(default_factory=dict)
+    """Each chain's u_total at the exchange's last withdrawal on any chain (None: its head is pending)."""
     last_time: int | None = None
     last_tx: str | None = None
-    gap_exposure_s: int = 0
-    """Chain time credited since the last withdrawal (block intervals, each capped: stalls do not count)."""
-    pending_ids: set[str] = field(default_factory=set)
-    """Transfers counted in blocks whose head has not arrived yet (dedup for redelivery)."""
-    outage: OutageEvent | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "exchange": self.exchange,
-            "chain": self.chain,
-            "rate": self.rate.to_dict(),
-            "head": [self.head_number, self.head_time],
-            "last": [self.last_time, self.last_tx, self.gap_exposure_s],
-            "pending_ids": sorted(self.pending_ids),
-            "outage": encode(self.outage).decode() if self.outage else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExchangeChainState:
-        head_number, head_time = data["head"]
-        last_time, last_tx, gap = data["last"]
-        return cls(
-            exchange=data["exchange"],
-            chain=data["chain"],
-            rate=WithdrawalRate.from_dict(data["rate"]),
-            head_number=head_number,
-            head_time=head_time,
-            last_time=last_time,
-            last_tx=last_tx,
-            gap_exposure_s=gap,
-            pending_ids=set(data["pending_ids"]),
-            outage=decode_as(data["outage"], OutageEvent) if data["outage"] else None,
-        )
+    last_chain: str | None = None
+    incident: Incident | None = None
 
 
-def outage_id(exchange: str, chain: str, anchor: str) -> str:
+def outage_id(exchange: str, scope: str, anchor: str) -> str:
     """Stable incident id: the same gap after the same last withdrawal always gets the same id."""
-    return hashlib.sha256(f"{exchange}|{chain}|{anchor}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"{exchange}|{scope}|{anchor}".encode()).hexdigest()[:24]
 
 
 class OutageDetector:
-    """Per-(exchange, chain) silence detector over a stream of transfers and heads."""
+    """Outage decisions for the exchanges whose events it is fed."""
 
-    def __init__(self, policy: DetectionPolicy, clock: Clock) -> None:
+    def __init__(self, policy: DetectionPolicy, clock: Clock, correlate: bool = True,
+                 metadata: dict[str, dict[str, str]] | None = None) -> None:
         self.policy = policy
         self.clock = clock
-        self.states: dict[tuple[str, str], ExchangeChainState] = {}
+        self.exchanges_: dict[str, ExchangeTrack] = {}
+        self.correlator = IncidentCorrelator(policy.correlation_window_s, clock, metadata) if correlate else None
+        self._ln_rho = math.log(1.0 / policy.degraded_ratio)
 
     # -- state -------------------------------------------------------------------------------------
-    def state(self, exchange: str, chain: str) -> ExchangeChainState:
-        key = (exchange, chain)
-        st = self.states.get(key)
-        if st is None:
-            rate = WithdrawalRate(self.policy.rate_bucket_s, self.policy.rate_window_s)
-            st = self.states[key] = ExchangeChainState(exchange, chain, rate)
-        return st
+    def exchange(self, name: str) -> ExchangeTrack:
+        track = self.exchanges_.get(name)
+        if track is None:
+            track = self.exchanges_[name] = ExchangeTrack(name)
+        return track
+
+    def chain_track(self, exchange: ExchangeTrack, chain: str) -> ChainTrack:
+        track = exchange.chains.get(chain)
+        if track is None:
+            rate = SeasonalRate(half_life_h=self.policy.seasonal_half_life_h,
+                                pseudo_events=self.policy.seasonal_pseudo_events)
+            track = exchange.chains[chain] = ChainTrack(chain, rate)
+        return track
 
     def exchanges(self) -> set[str]:
-        return {exchange for exchange, _ in self.states}
+        return set(self.exchanges_)
 
     def export(self, exchange: str) -> dict[str, Any]:
-        """Everything about one exchange, JSON-ready, for a changelog-backed table."""
-        return {chain: st.to_dict() for (ex, chain), st in self.states.items() if ex == exchange}
+        """One exchange's state, JSON-ready, for a changelog-backed table."""
+        return _export(self.exchanges_[exchange]) if exchange in self.exchanges_ else {}
 
     def restore(self, exchange: str, data: dict[str, Any]) -> None:
-        for chain, st in data.items():
-            self.states[(exchange, chain)] = ExchangeChainState.from_dict(st)
+        if data:
+            self.exchanges_[exchange] = _restore(exchange, data, self.policy)
 
     def forget(self, exchange: str) -> None:
-        for key in [k for k in self.states if k[0] == exchange]:
-            del self.states[key]
+        self.exchanges_.pop(exchange, None)
 
     # -- events ------------------------------------------------------------------------------------
-    def on_transfer(self, event: TransferEvent) -> list[OutageEvent]:
-        """Learn from one withdrawal; a withdrawal during an open outage resolves it."""
-        if event.direction is not Direction.WITHDRAWAL or event.removed:
+    def on_transfer(self, event: TransferEvent) -> list[Output]:
+        if event.direction is not Direction.WITHDRAWAL:
             return []
-        st = self.state(event.exchange, event.chain)
-        if event.block_number <= st.head_number:
+        ex = self.exchange(event.exchange)
+        c = self.chain_track(ex, event.chain)
+        if event.removed:
+            return self._correlate(self._retract(ex, c, event))
+        if event.block_number <= c.head_number:
             return []  # its block's head was already credited: a redelivery
         event_id = event.event_id
-        if event_id in st.pending_ids:
+        if event_id in c.pending_ids:
             return []
-        st.pending_ids.add(event_id)
-        st.rate.add_withdrawal(event.block_time)
+        c.pending_ids.add(event_id)
         out: list[OutageEvent] = []
-        if st.outage is not None:
-            out.append(self._resolve(st, event))
-        if st.last_time is None or event.block_time >= st.last_time:
-            st.last_time, st.last_tx, st.gap_exposure_s = event.block_time, event.tx_hash, 0
-        return out
+        t = event.block_time
+        if not c.recent or c.recent[-1].block != event.block_number:
+            self._end_gap(c)  # the first payout of a block ends the chain's gap
+        c.withdrawals += 1
+        c.pending_events += 1
+        c.recent.append(Withdrawal(event_id, event.block_number, t, event.tx_hash, None))
+        del c.recent[: -self.policy.recent_withdrawals]
+        if c.tail.gaps > 0:
+            c.drop = max(0.0, c.drop - c.tail.beta * self._ln_rho)
+        out += self._payout_seen(ex, c.incident, c, event, scope_chain=event.chain)
+        out += self._payout_seen(ex, ex.incident, c, event, scope_chain=EXCHANGE_WIDE)
+        if c.incident is not None and c.incident.state is OutageState.RESOLVED:
+            c.incident = None
+            c.drop = 0.0
+        if ex.incident is not None and ex.incident.state is OutageState.RESOLVED:
+            ex.incident = None
+            for track in ex.chains.values():
+                track.drop = 0.0
+        if self._disturbed(ex, c):
+            c.tainted = True  # the gap this payout starts belongs to the incident too
+        if ex.last_time is None or t >= ex.last_time:
+            ex.last_time, ex.last_tx, ex.last_chain = t, event.tx_hash, event.chain
+            ex.snapshot = {name: (None if name == event.chain else track.u_total) for name, track in ex.chains.items()}
+        return self._correlate(out)
 
-    def on_head(self, head: ChainHead, exchanges: Iterable[str] | None = None) -> list[OutageEvent]:
-        """Credit chain time up to ``head`` and decide for each exchange on its chain.
-
-        ``exchanges`` limits the work to the exchanges the caller owns (a Faust worker owns those of the
-        partition the head came in on); None means all known ones.
-        """
-        wanted = None if exchanges is None else set(exchanges)
+    def on_head(self, head: ChainHead, exchanges: Iterable[str] | None = None) -> list[Output]:
+        """Credit chain time up to ``head`` and decide, for the given exchanges (None: all known)."""
         out: list[OutageEvent] = []
-        for (exchange, chain), st in self.states.items():
-            if chain != head.chain or (wanted is not None and exchange not in wanted):
+        names = self.exchanges_.keys() if exchanges is None else exchanges
+        for name in names:
+            ex = self.exchanges_.get(name)
+            if ex is None:
                 continue
-            event = self._advance(st, head)
-            if event is not None:
-                out.append(event)
-        return out
+            c = ex.chains.get(head.chain)
+            if c is None or not self._credit(ex, c, head):
+                continue
+            out += self._decide_chain(ex, c, head)
+            out += self._decide_exchange(ex, head)
+        return self._correlate(out)
+
+    # -- accounting --------------------------------------------------------------------------------
+    def _credit(self, ex: ExchangeTrack, c: ChainTrack, head: ChainHead) -> bool:
+        """Advance the chain's clock; True when an interval was credited (a decision is due)."""
+        if head.number <= c.head_number:
+            return False  # redelivered, or a height a reorg took back: nothing new
+        consecutive = c.head_number >= 0 and head.number == c.head_number + 1
+        prev_time = c.head_time
+        c.head_number, c.head_time = head.number, head.block_time
+        c.pending_ids.clear()
+        credited = False
+        if consecutive and prev_time is not None and head.block_time > prev_time:
+            interval = head.block_time - prev_time
+            cap = float(self.policy.max_block_credit_s)
+            if c.interval_s is not None:
+                cap = min(cap, self.policy.stall_intervals * c.interval_s)
+            if interval <= cap:
+                c.interval_s = interval if c.interval_s is None else 0.95 * c.interval_s + 0.05 * interval
+            seconds = min(float(interval), cap)
+            c.u_total += c.rate.at(head.block_time) * seconds
+            if c.pending and c.pending[-1][0] // 3600 == head.block_time // 3600:
+                c.pending[-1][1] += seconds
+            else:
+                c.pending.append([float(head.block_time), float(seconds)])
+            if c.tail.gaps > 0 and self._warm(c):
+                owed = c.tail.beta * c.rate.at(head.block_time) * seconds * (1 - self.policy.degraded_ratio)
+                if c.incident is None and ex.incident is None:
+                    c.drop += owed
+                elif c.incident is not None and c.incident.state is OutageState.DEGRADED:
+                    c.incident.recover = max(0.0, c.incident.recover - owed)
+            credited = True
+        if self._disturbed(ex, c):
+            c.tainted = True
+        for w in reversed(c.recent):  # payouts of this block start their gap after its interval
+            if w.u_at is not None:
+                break
+            if w.block <= head.number:
+                w.u_at = c.u_total
+        if ex.snapshot.get(c.chain, 0.0) is None and ex.last_chain == c.chain:
+            ex.snapshot[c.chain] = c.u_total
+        return credited
+
+    def _end_gap(self, c: ChainTrack) -> None:
+        """Learn from the gap that a payout just ended, unless an incident touched it."""
+        last = c.last
+        if last is not None and last.u_at is not None and not c.tainted:
+            c.tail.add_gap(c.u_total - last.u_at)
+        if not c.tainted:
+            for t, seconds in c.pending:
+                c.rate.add(int(t), 0.0, seconds)
+                c.exposure_s += seconds
+            if c.pending_events and last is not None:
+                c.rate.add(last.time, c.pending_events, 0)
+        c.pending = []
+        c.pending_events = 0
+        c.tainted = False
+
+    @staticmethod
+    def _disturbed(ex: ExchangeTrack, c: ChainTrack) -> bool:
+        """An open or degraded incident covers this chain: what happens now is not normal behaviour."""
+        active = (OutageState.OPEN, OutageState.DEGRADED)
+        return (c.incident is not None and c.incident.state in active) or (
+            ex.incident is not None and ex.incident.state in active
+        )
+
+    def _warm(self, c: ChainTrack) -> bool:
+        return (
+            c.withdrawals >= self.policy.warmup_withdrawals
+            and c.exposure_s >= self.policy.warmup_exposure_s
+            and c.rate.overall() > 0
+        )
+
+    def _tests(self, ex: ExchangeTrack) -> int:
+        warm = sum(1 for c in ex.chains.values() if self._warm(c))
+        return 2 * warm + (1 if warm >= 2 else 0)
+
+    def _threshold(self, gaps_per_budget: float, tests: int) -> float:
+        """Evidence (nats) at which this test's false alarms use its share of the budget."""
+        return math.log(max(gaps_per_budget, 1.0) * max(tests, 1) / self.policy.false_alarms_per_exchange)
 
     # -- decisions ---------------------------------------------------------------------------------
-    def _advance(self, st: ExchangeChainState, head: ChainHead) -> OutageEvent | None:
-        if head.number <= st.head_number:
-            return None  # redelivered or reorged-away height: nothing new to credit
-        prev_time = st.head_time
-        st.head_number, st.head_time = head.number, head.block_time
-        st.pending_ids.clear()
-        if prev_time is None or head.block_time <= prev_time:
-            return None  # first head for this state: no interval to credit yet
-        cap = self.policy.max_block_credit_s
-        since = prev_time if st.last_time is None else max(prev_time, st.last_time)
-        st.gap_exposure_s += min(max(head.block_time - since, 0), cap)
-        if st.outage is not None:
-            return None  # the baseline is frozen while an incident is open
-        st.rate.add_exposure(head.block_time, min(head.block_time - prev_time, cap))
-        if st.last_time is None or not self._warm(st):
-            return None
-        rate = st.rate.per_second()
-        expected = rate * st.gap_exposure_s
-        p_value = math.exp(-expected)
-        if p_value >= self.policy.false_alarm_p:
-            return None
-        st.outage = OutageEvent(
-            outage_id=outage_id(st.exchange, st.chain, f"{st.last_time}:{st.last_tx}"),
-            version=1,
-            exchange=st.exchange,
-            scope=[st.chain],
-            state=OutageState.OPEN,
-            started_at=st.last_time,
-            detected_at=head.block_time,
-            resolved_at=None,
-            expected_rate_per_hour=rate * 3600,
-            observed_gap_s=head.block_time - st.last_time,
-            expected_count=expected,
-            observed_count=0,
-            confidence=1.0 - p_value,
-            p_value=p_value,
-            last_withdrawal_tx=st.last_tx,
-            last_withdrawal_chain=st.chain,
-            emitted_at=self.clock.now(),
-            reason=f"no withdrawal for {st.gap_exposure_s} s of chain time; {expected:.1f} expected",
-        )
-        return st.outage
+    def _decide_chain(self, ex: ExchangeTrack, c: ChainTrack, head: ChainHead) -> list[OutageEvent]:
+        if not self._warm(c) or c.last is None:
+            return []
+        gaps = c.rate.overall() * self.policy.budget_s
+        tests = self._tests(ex)
+        open_at = self._threshold(gaps, tests)
+        suspect_at = open_at - math.log(self.policy.suspect_factor)
+        u = c.gap_u()
+        evidence = c.tail.survival_log(u)
+        inc = c.incident
+        exchange_wide = ex.incident is not None and ex.incident.state is not OutageState.DEGRADED
+        ctx = _Context(ex.exchange, [c.chain], c.rate.at(head.block_time) * 3600, u, evidence,
+                       gaps * tests / self.policy.budget_days, head.block_time)
+        if inc is None:
+            if exchange_wide:
+                return []
+            if evidence >= suspect_at:
+                state = OutageState.OPEN if evidence >= open_at else OutageState.SUSPECTED
+                c.tainted = state is OutageState.OPEN
+                c.incident = self._start(ctx, state, c.last.time, c.last.tx, c.chain, c.chain)
+                return [c.incident.last]
+            if c.drop >= open_at:
+                c.tainted = True
+                anchor = f"degraded:{head.number}"
+                c.incident = self._start(ctx, OutageState.DEGRADED, head.block_time, c.last.tx, c.chain, c.chain,
+                                         anchor=anchor, observed=1)
+                return [c.incident.last]
+            return []
+        return self._progress(inc, ctx, open_at, suspect_at, c)
 
-    def _warm(self, st: ExchangeChainState) -> bool:
-        return (
-            st.rate.withdrawals >= self.policy.warmup_withdrawals
-            and st.rate.exposure_s >= self.policy.warmup_exposure_s
-        )
+    def _decide_exchange(self, ex: ExchangeTrack, head: ChainHead) -> list[OutageEvent]:
+        warm = [c for c in ex.chains.values() if self._warm(c)]
+        if len(warm) < 2 or ex.last_time is None:
+            return []
+        evidence = 0.0
+        gaps = 0.0
+        expected = 0.0
+        largest = 0.0
+        for c in warm:
+            snap = ex.snapshot.get(c.chain)
+            gaps += c.tail.beta * c.rate.overall() * self.policy.budget_s
+            if snap is None or (c.incident is not None and c.incident.state is not OutageState.SUSPECTED):
+                continue  # a chain already known to be down is not evidence about the others
+            u = c.u_total - snap
+            share = c.tail.beta * u
+            evidence += share
+            expected += u
+            largest = max(largest, share)
+        if ex.incident is None and evidence - largest < self.policy.exchange_wide_rest_nats:
+            return []  # one chain's silence alone is that chain's incident, not the exchange's
+        tests = self._tests(ex)
+        open_at = self._threshold(gaps, tests)
+        suspect_at = open_at - math.log(self.policy.suspect_factor)
+        rate = sum(c.rate.at(head.block_time) for c in warm) * 3600
+        ctx = _Context(ex.exchange, sorted(c.chain for c in warm), rate, expected, evidence,
+                       gaps * tests / self.policy.budget_days, head.block_time)
+        inc = ex.incident
+        if inc is None:
+            if evidence >= suspect_at:
+                state = OutageState.OPEN if evidence >= open_at else OutageState.SUSPECTED
+                for c in warm:
+                    c.tainted = c.tainted or state is OutageState.OPEN
+                assert ex.last_tx is not None and ex.last_chain is not None
+                ex.incident = self._start(ctx, state, ex.last_time, ex.last_tx, ex.last_chain, EXCHANGE_WIDE)
+                return [ex.incident.last]
+            return []
+        return self._progress(inc, ctx, open_at, suspect_at)
 
-    def _resolve(self, st: ExchangeChainState, event: TransferEvent) -> OutageEvent:
-        assert st.outage is not None
-        opened = st.outage
-        st.outage = None
-        return OutageEvent(
-            outage_id=opened.outage_id,
-            version=opened.version + 1,
-            exchange=opened.exchange,
-            scope=opened.scope,
-            state=OutageState.RESOLVED,
-            started_at=opened.started_at,
-            detected_at=opened.detected_at,
-            resolved_at=event.block_time,
-            expected_rate_per_hour=opened.expected_rate_per_hour,
-            observed_gap_s=event.block_time - opened.started_at,
-            expected_count=opened.expected_rate_per_hour / 3600 * st.gap_exposure_s,
-            observed_count=0,
-            confidence=opened.confidence,
-            p_value=opened.p_value,
-            last_withdrawal_tx=opened.last_withdrawal_tx,
-            last_withdrawal_chain=opened.last_withdrawal_chain,
-            emitted_at=self.clock.now(),
-            reason=f"withdrawal {event.tx_hash} in block {event.block_number}",
+    def _progress(self, inc: Incident, ctx: _Context, open_at: float, suspect_at: float,
+                  c: ChainTrack | None = None) -> list[OutageEvent]:
+        """Move an existing incident on at a head: escalate, hold through a lone payout, or recover."""
+        state = inc.state
+        if state is OutageState.SUSPECTED and ctx.evidence >= open_at:
+            return [self._next(inc, ctx, OutageState.OPEN)]
+        if state is OutageState.DEGRADED and c is not None:
+            # while degraded, only a gap implausible even at the collapsed rate is a halt
+            if c.tail.survival_log(c.gap_u() * self.policy.degraded_ratio) >= open_at:
+                inc.resume_count, inc.resume_time = 0, None
+                return [self._next(inc, ctx, OutageState.OPEN)]
+            return []
+        if state is OutageState.OPEN and inc.resume_count > 0 and ctx.evidence >= suspect_at:
+            # silence again after the first payout: it was a lone payout, the incident goes on
+            inc.resume_count, inc.resume_time = 0, None
+        return []
+
+    def _payout_seen(self, ex: ExchangeTrack, inc: Incident | None, c: ChainTrack, event: TransferEvent,
+                     scope_chain: str) -> list[OutageEvent]:
+        if inc is None:
+            return []
+        if scope_chain != EXCHANGE_WIDE and scope_chain != event.chain:
+            return []
+        t = event.block_time
+        if inc.state is OutageState.SUSPECTED:
+            return [self._resolve(inc, t, f"suspicion cleared by withdrawal {event.tx_hash}", resolved_at=t)]
+        if inc.state is OutageState.DEGRADED:
+            inc.recover = max(0.0, inc.recover + c.tail.beta * self._ln_rho)
+            c.drop = 0.0
+            if inc.recover >= math.log(100.0):
+                return [self._resolve(inc, t, "payout rate back to normal", resolved_at=t)]
+            return []
+        if inc.state is OutageState.OPEN:
+            if inc.resume_count == 0:
+                inc.resume_time, inc.resume_u = t, c.u_total
+            inc.resume_count += 1
+            if inc.resume_count < self.policy.resume_withdrawals:
+                return []
+            assert inc.resume_time is not None
+            if scope_chain == EXCHANGE_WIDE:
+                return [self._resolve(inc, t, f"payouts resumed (withdrawal {event.tx_hash})",
+                                      resolved_at=inc.resume_time)]
+            # normal rate against the collapsed one, from the payouts since the silence ended
+            expected = c.u_total - inc.resume_u
+            ratio = self.policy.degraded_ratio
+            llr = c.tail.beta * (inc.resume_count * self._ln_rho - expected * (1 - ratio))
+            if llr >= 0:
+                return [self._resolve(inc, t, f"payouts resumed (withdrawal {event.tx_hash})",
+                                      resolved_at=inc.resume_time)]
+            if inc.resume_count > self.policy.resume_withdrawals:
+                inc.last = _replace(inc.last, version=inc.last.version + 1, state=OutageState.DEGRADED,
+                                    observed_count=inc.resume_count, emitted_at=self.clock.now(),
+                                    reason=f"payouts resumed at a collapsed rate: {inc.resume_count} where "
+                                           f"{expected:.1f} were expected")
+                inc.recover = 0.0
+                return [inc.last]
+        return []
+
+    def _retract(self, ex: ExchangeTrack, c: ChainTrack, event: TransferEvent) -> list[OutageEvent]:
+        """A reorg took a withdrawal back: forget it; if an incident started at it, move its start."""
+        event_id = event.event_id
+        idx = next((i for i, w in enumerate(c.recent) if w.event_id == event_id), None)
+        if idx is None:
+            return []
+        was_last = idx == len(c.recent) - 1
+        removed = c.recent.pop(idx)
+        c.pending_ids.discard(event_id)
+        out: list[OutageEvent] = []
+        if was_last and ex.last_tx == removed.tx:
+            candidates = [(tc.last.time, tc.last.tx, name) for name, tc in ex.chains.items() if tc.last is not None]
+            if candidates:
+                ex.last_time, ex.last_tx, ex.last_chain = max(candidates)
+            else:
+                ex.last_time = ex.last_tx = ex.last_chain = None
+        for inc in (c.incident, ex.incident):
+            if inc is None or inc.last.last_withdrawal_tx != removed.tx:
+                continue
+            prev = c.last if inc is c.incident else (
+                ex.chains[ex.last_chain].last if ex.last_chain else None
+            )
+            if prev is None:
+                continue
+            inc.last = _replace(inc.last, version=inc.last.version + 1, started_at=prev.time,
+                                last_withdrawal_tx=prev.tx, observed_gap_s=inc.last.detected_at - prev.time,
+                                emitted_at=self.clock.now(),
+                                reason=f"start moved: withdrawal {removed.tx} was orphaned by a reorg")
+            out.append(inc.last)
+        return out
+
+    # -- events out --------------------------------------------------------------------------------
+    def _start(self, ctx: _Context, state: OutageState, started_at: int, last_tx: str, last_chain: str,
+               scope_key: str, anchor: str | None = None, observed: int = 0) -> Incident:
+        oid = outage_id(ctx.exchange, scope_key, anchor or f"{started_at}:{last_tx}")
+        event = OutageEvent(
+            outage_id=oid, version=1, exchange=ctx.exchange, scope=ctx.scope, state=state,
+            started_at=started_at, detected_at=ctx.at, resolved_at=None,
+            expected_rate_per_hour=ctx.rate_per_hour, observed_gap_s=ctx.at - started_at,
+            expected_count=ctx.expected, observed_count=observed, confidence=ctx.confidence,
+            p_value=ctx.p_value, last_withdrawal_tx=last_tx, last_withdrawal_chain=last_chain,
+            emitted_at=self.clock.now(), reason=ctx.reason(state),
         )
+        return Incident(event)
+
+    def _next(self, inc: Incident, ctx: _Context, state: OutageState) -> OutageEvent:
+        inc.last = _replace(
+            inc.last, version=inc.last.version + 1, state=state, detected_at=ctx.at,
+            expected_rate_per_hour=ctx.rate_per_hour, observed_gap_s=ctx.at - inc.last.started_at,
+            expected_count=ctx.expected, confidence=ctx.confidence, p_value=ctx.p_value,
+            emitted_at=self.clock.now(), reason=ctx.reason(state),
+        )
+        return inc.last
+
+    def _resolve(self, inc: Incident, at: int, reason: str, resolved_at: int | None = None) -> OutageEvent:
+        when = at if resolved_at is None else resolved_at
+        inc.last = _replace(inc.last, version=inc.last.version + 1, state=OutageState.RESOLVED, resolved_at=when,
+                            observed_gap_s=when - inc.last.started_at, emitted_at=self.clock.now(), reason=reason)
+        return inc.last
+
+    def _correlate(self, events: list[OutageEvent]) -> list[Output]:
+        out: list[Output] = list(events)
+        if self.correlator is not None:
+            for event in events:
+                out += self.correlator.on_outage(event)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What a decision at one head knows, to fill an outage event."""
+
+    exchange: str
+    scope: list[str]
+    rate_per_hour: float
+    expected: float
+    evidence: float
+    tests_per_day: float
+    at: int
+
+    @property
+    def p_value(self) -> float:
+        return math.exp(-self.evidence)
+
+    @property
+    def confidence(self) -> float:
+        """1 minus the chance that normal traffic shows evidence this strong somewhere in a day."""
+        return max(0.0, 1.0 - self.p_value * self.tests_per_day)
+
+    def reason(self, state: OutageState) -> str:
+        if state is OutageState.DEGRADED:
+            return f"payout rate collapsed: evidence {self.evidence:.1f} nats"
+        return f"no withdrawal while {self.expected:.1f} were expected (evidence {self.evidence:.1f} nats)"
+
+
+def _replace(event: OutageEvent, **changes: Any) -> OutageEvent:
+    return replace(event, **changes)
+
+
+def _export(ex: ExchangeTrack) -> dict[str, Any]:
+    def incident(inc: Incident | None) -> Any:
+        if inc is None:
+            return None
+        return [encode(inc.last).decode(), inc.resume_count, inc.resume_time, inc.resume_u, inc.recover]
+
+    return {
+        "last": [ex.last_time, ex.last_tx, ex.last_chain],
+        "snapshot": ex.snapshot,
+        "incident": incident(ex.incident),
+        "chains": {
+            name: {
+                "rate": c.rate.to_dict(), "tail": c.tail.to_dict(), "head": [c.head_number, c.head_time, c.interval_s],
+                "u": c.u_total, "recent": [[w.event_id, w.block, w.time, w.tx, w.u_at] for w in c.recent],
+                "n": [c.withdrawals, c.exposure_s, c.pending_events], "pending": c.pending,
+                "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": c.drop, "incident": incident(c.incident),
+            }
+            for name, c in ex.chains.items()
+        },
+    }
+
+
+def _restore(exchange: str, data: dict[str, Any], policy: DetectionPolicy) -> ExchangeTrack:
+    def incident(raw: Any) -> Incident | None:
+        if raw is None:
+            return None
+        event, count, time, resume_u, recover = raw
+        return Incident(decode_as(event, OutageEvent), count, time, resume_u, recover)
+
+    ex = ExchangeTrack(exchange)
+    ex.last_time, ex.last_tx, ex.last_chain = data["last"]
+    ex.snapshot = dict(data["snapshot"])
+    ex.incident = incident(data["incident"])
+    for name, d in data["chains"].items():
+        c = ChainTrack(
+            name,
+            SeasonalRate.from_dict(d["rate"], policy.seasonal_half_life_h, policy.seasonal_pseudo_events),
+            GapTail.from_dict(d["tail"]),
+        )
+        c.head_number, c.head_time, c.interval_s = d["head"]
+        c.u_total = d["u"]
+        c.recent = [Withdrawal(*w) for w in d["recent"]]
+        c.withdrawals, c.exposure_s, c.pending_events = d["n"]
+        c.pending = [list(p) for p in d["pending"]]
+        c.pending_ids = set(d["ids"])
+        c.tainted = d["tainted"]
+        c.drop = d["drop"]
+        c.incident = incident(d["incident"])
+        ex.chains[name] = c
+    return ex

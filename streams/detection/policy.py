@@ -4,29 +4,55 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DAY = 86_400
+
 
 @dataclass(frozen=True, slots=True)
 class DetectionPolicy:
     """When silence becomes an outage.
 
-    ``false_alarm_p`` is the probability, under the learned rate, of a gap at least as long as the one
-    observed; an outage opens when the gap is less likely than that. ``max_block_credit_s`` caps how much
-    chain time one block interval may add to a gap: a longer interval is the chain stalling, not the
-    exchange being silent.
+    ``false_alarms_per_exchange`` per ``budget_days`` is the only sensitivity setting: each test's threshold
+    is derived from it and from how many gaps that test sees in the budget period, so busy exchanges get
+    short thresholds in seconds and quiet ones long thresholds, at the same false-alarm rate.
     """
 
-    false_alarm_p: float = 1e-6
-    warmup_withdrawals: int = 20
-    warmup_exposure_s: int = 1800
-    rate_bucket_s: int = 300
-    rate_window_s: int = 6 * 3600
+    false_alarms_per_exchange: float = 1.0
+    budget_days: float = 90.0
+    suspect_factor: float = 20.0
+    """``suspected`` is reported when the evidence is this many times weaker than ``open`` needs."""
+    degraded_ratio: float = 0.2
+    """The rate drop the degraded test is tuned for (payouts at 20% of normal)."""
+    warmup_withdrawals: int = 50
+    warmup_exposure_s: int = 3600
     max_block_credit_s: int = 120
-    dedup_memory: int = 4096
+    """One block interval adds at most this much chain time to a gap: a longer one is a chain stall."""
+    stall_intervals: float = 3.0
+    """...and at most this many of the chain's typical block intervals (learned), whichever is less."""
+    exchange_wide_rest_nats: float = 3.0
+    """An exchange-wide incident needs this much evidence (ln 20) even without its most silent chain, so
+    that one halted chain is reported as that chain's incident."""
+    resume_withdrawals: int = 2
+    """Withdrawals after a silence needed to call an outage resolved (one lone payout is not recovery)."""
+    correlation_window_s: int = 900
+    seasonal_half_life_h: float = 14 * 24
+    seasonal_pseudo_events: float = 8.0
+    recent_withdrawals: int = 8
+    """How many recent withdrawals each (exchange, chain) remembers, to undo reorged ones."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.false_alarm_p < 1:
-            raise ValueError(f"false_alarm_p must be in (0, 1), got {self.false_alarm_p}")
-        if self.rate_window_s < self.rate_bucket_s:
-            raise ValueError("rate_window_s must be at least one rate_bucket_s")
+        if self.false_alarms_per_exchange <= 0:
+            raise ValueError(f"false_alarms_per_exchange must be positive, got {self.false_alarms_per_exchange}")
+        if self.budget_days <= 0:
+            raise ValueError(f"budget_days must be positive, got {self.budget_days}")
+        if not 0 < self.degraded_ratio < 1:
+            raise ValueError(f"degraded_ratio must be in (0, 1), got {self.degraded_ratio}")
+        if self.suspect_factor < 1:
+            raise ValueError(f"suspect_factor must be at least 1, got {self.suspect_factor}")
         if self.max_block_credit_s <= 0:
             raise ValueError("max_block_credit_s must be positive")
+        if self.resume_withdrawals < 1:
+            raise ValueError("resume_withdrawals must be at least 1")
+
+    @property
+    def budget_s(self) -> float:
+        return self.budget_days * DAY

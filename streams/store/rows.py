@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.records import ChainHead, OutageEvent, TransferEvent
+from schemas.records import ChainHead, ChainStatus, CorrelatedIncident, OutageEvent, TransferEvent
 
 
 def transfer_row(t: TransferEvent, ingest_version: int) -> dict[str, Any]:
@@ -58,4 +58,33 @@ def outage_row(o: OutageEvent) -> dict[str, Any]:
         "last_withdrawal_chain": o.last_withdrawal_chain or "",
         "emitted_at": o.emitted_at,
         "reason": o.reason,
+    }
+
+
+def correlated_row(c: CorrelatedIncident) -> dict[str, Any]:
+    keys = sorted(c.common)
+    return {
+        "incident_id": c.incident_id,
+        "version": c.version,
+        "exchanges": list(c.exchanges),
+        "outage_ids": list(c.outage_ids),
+        "started_at": c.started_at,
+        "detected_at": c.detected_at,
+        "common_keys": keys,
+        "common_values": [c.common[k] for k in keys],
+        "likely_cause": c.likely_cause,
+        "emitted_at": c.emitted_at,
+    }
+
+
+def chain_status_row(s: ChainStatus) -> dict[str, Any]:
+    return {
+        "chain": s.chain,
+        "state": s.state.value,
+        "last_number": s.last_number,
+        "last_block_time": s.last_block_time,
+        "last_received_at": s.last_received_at,
+        "node_head_number": s.node_head_number,
+        "reason": s.reason,
+        "emitted_at": s.emitted_at,
     }

@@ -88,9 +88,13 @@ def test_halt_is_detected_once_with_the_right_start_and_resolves(store, kafka, a
         time.sleep(2)  # a late, spurious second outage would show up here
         events = list(watcher.events)
         assert watcher.invalid == []
-        assert [(e.state, e.version) for e in events] == [(OutageState.OPEN, 1), (OutageState.RESOLVED, 2)]
-        opened, resolved = events
-        assert opened.outage_id == resolved.outage_id
+        states = [e.state for e in events]
+        # one incident: possibly suspected first, then open, then resolved; versions 1, 2, ...
+        assert states in ([OutageState.OPEN, OutageState.RESOLVED],
+                          [OutageState.SUSPECTED, OutageState.OPEN, OutageState.RESOLVED]), events
+        assert [e.version for e in events] == list(range(1, len(events) + 1))
+        assert len({e.outage_id for e in events}) == 1
+        opened, resolved = events[-2], events[-1]
         assert opened.exchange == EXCHANGE and opened.scope == ["ethereum"]
         last = last_withdrawal_before(played, "halt")
         assert opened.started_at == last.block_time
@@ -102,7 +106,7 @@ def test_halt_is_detected_once_with_the_right_start_and_resolves(store, kafka, a
 
         api_rows = pipeline.api(f"/outages?exchange={EXCHANGE}")
         assert sorted((r["outage_id"], r["version"], r["state"]) for r in api_rows) == [
-            (opened.outage_id, 1, "open"), (opened.outage_id, 2, "resolved"),
+            (e.outage_id, e.version, e.state.value) for e in events
         ]
         assert {r["started_at"] for r in api_rows} == {last.block_time}
     finally:
@@ -119,7 +123,7 @@ def test_halt_is_detected_once_with_the_right_start_and_resolves(store, kafka, a
             "WHERE exchange = {ex:String} AND outage_id = {id:String} ORDER BY version",
             {"ex": EXCHANGE, "id": opened.outage_id},
         )
-        assert rows == [{"state": "open", "s": last.block_time}, {"state": "resolved", "s": last.block_time}]
+        assert rows == [{"state": e.state.value, "s": last.block_time} for e in events]
     finally:
         backend.close()
 
@@ -143,7 +147,7 @@ def test_controls_emit_no_outage(scenario, kafka, anvil, run_dir):
         assert watcher.events == []
         assert _stored_via_worker(pipeline) == len(sent)
         (state,) = pipeline.api("/detector")
-        assert state["withdrawals_in_window"] > 20, "the detector was warm: silence was possible to see"
+        assert state["withdrawals_seen"] >= 50, "the detector was warm: silence was possible to see"
     finally:
         watcher.close()
         pipeline.stop()

@@ -1,127 +1,285 @@
-"""The skeleton detector: decisions driven by chain heads, never by the passage of wall time."""
+"""The detection model on simulated traffic: decisions driven by chain heads and one false-alarm budget."""
 
-from dataclasses import replace
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import orjson
 import pytest
 
-from schemas import ChainHead, Direction, OutageState, TransferEvent
-from streams.detection import DetectionPolicy, ManualClock, OutageDetector
+from schemas import ChainHead, CorrelatedIncident, Direction, OutageEvent, OutageState, TransferEvent
+from streams.detection import EXCHANGE_WIDE, DetectionPolicy, ManualClock, OutageDetector
 
-T0 = 1_700_000_000
-BLOCK = 12
-
-
-def head(n: int, t: int | None = None, chain: str = "ethereum") -> ChainHead:
-    return ChainHead(chain, n, f"0xh{n}", f"0xh{n - 1}", T0 + n * BLOCK if t is None else t, 0.0)
+T0 = 1_700_000_000 - 1_700_000_000 % 86_400  # midnight UTC
+HOUR = 3600
 
 
-def withdrawal(n: int, i: int = 0, exchange: str = "okx", chain: str = "ethereum", t: int | None = None):
-    return TransferEvent(
-        chain=chain, block_number=n, block_hash=f"0xh{n}", block_time=T0 + n * BLOCK if t is None else t,
-        tx_hash=f"0xt{n}_{i}", log_index=i, asset="native", amount="1", decimals=18, from_address="0xhot",
-        to_address="0xuser", exchange=exchange, direction=Direction.WITHDRAWAL,
-    )
+@dataclass
+class Sim:
+    """Seeded traffic: per chain, blocks at a fixed interval; per exchange, Poisson payouts (or batches)."""
+
+    detector: OutageDetector
+    intervals: dict[str, int]
+    rates: dict[tuple[str, str], float]  # (exchange, chain) -> withdrawals per hour
+    batch: dict[tuple[str, str], int] = field(default_factory=dict)  # withdrawals per batch
+    seed: int = 1
+    numbers: dict[str, int] = field(default_factory=dict)
+    now: int = T0
+    txs: int = 0
+    outputs: list[OutageEvent | CorrelatedIncident] = field(default_factory=list)
+    last_paid: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def head(self, chain: str, t: int) -> ChainHead:
+        n = self.numbers.get(chain, 0) + 1
+        self.numbers[chain] = n
+        return ChainHead(chain, n, f"0x{chain}{n}", f"0x{chain}{n - 1}", t, float(t) + 1.0)
+
+    def withdrawal(self, exchange: str, chain: str, t: int, i: int) -> TransferEvent:
+        self.txs += 1
+        number = self.numbers.get(chain, 0) + 1
+        return TransferEvent(
+            chain=chain, block_number=number, block_hash=f"0x{chain}{number}",
+            block_time=t, tx_hash=f"0xtx{self.txs}", log_index=i, asset="native", amount="1", decimals=18,
+            from_address="0xhot", to_address="0xuser", exchange=exchange, direction=Direction.WITHDRAWAL,
+        )
+
+    def run(self, seconds: int, factor: Callable[[str, str, int], float] = lambda ex, ch, t: 1.0) -> list:
+        """Play ``seconds`` of chain time; ``factor`` scales each (exchange, chain) rate (0 = halted)."""
+        start = len(self.outputs)
+        end = self.now + seconds
+        nxt = {chain: self.now + iv for chain, iv in self.intervals.items()}
+        while True:
+            chain = min(nxt, key=lambda c: (nxt[c], c))
+            t = nxt[chain]
+            if t > end:
+                break
+            for (exchange, ch), per_hour in self.rates.items():
+                if ch != chain:
+                    continue
+                size = self.batch.get((exchange, ch), 1)
+                mean = per_hour * factor(exchange, ch, t) * self.intervals[chain] / 3600 / size
+                for b in range(_poisson(self.rng, mean)):
+                    for i in range(size):
+                        self.outputs += self.detector.on_transfer(self.withdrawal(exchange, chain, t, b * size + i))
+                        self.last_paid[exchange] = t
+            self.outputs += self.detector.on_head(self.head(chain, t))
+            nxt[chain] = t + self.intervals[chain]
+        self.now = end
+        return self.outputs[start:]
 
 
-def play(detector, blocks, paying, start=1):
-    """Feed blocks start..start+blocks-1; ``paying(n)`` says how many withdrawals block n has."""
-    out = []
-    for n in range(start, start + blocks):
-        for i in range(paying(n)):
-            out += detector.on_transfer(withdrawal(n, i))
-        out += detector.on_head(head(n))
-    return out
+def _poisson(rng: random.Random, mean: float) -> int:
+    limit, k, p = math.exp(-mean), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def states(events: list) -> list[tuple[str, list[str]]]:
+    return [(e.state.value, e.scope) for e in events if isinstance(e, OutageEvent)]
 
 
 @pytest.fixture
-def detector():
-    return OutageDetector(DetectionPolicy(false_alarm_p=1e-6), ManualClock(42.0))
+def detector() -> OutageDetector:
+    return OutageDetector(DetectionPolicy(), ManualClock(42.0))
 
 
-def test_halt_opens_one_outage_started_at_last_withdrawal_and_resolves(detector):
-    assert play(detector, 300, lambda n: 1) == []  # one per 12 s block: 300/hour
-    events = play(detector, 60, lambda n: 0, start=301)
-    assert [e.state for e in events] == [OutageState.OPEN]
-    opened = events[0]
-    assert opened.started_at == T0 + 300 * BLOCK
-    assert opened.last_withdrawal_tx == "0xt300_0"
-    # opens when exp(-rate * gap) < 1e-6, i.e. gap * 300 / (3588 + gap) > 13.8155 (299 credited intervals of
-    # 12 s before the halt; the silence itself also counts as exposure): first at gap = 180 s, block 315
-    assert opened.detected_at == T0 + 315 * BLOCK
-    assert opened.observed_gap_s == 180
-    assert opened.p_value < 1e-6 and opened.confidence > 0.999999
-    assert opened.expected_rate_per_hour == pytest.approx(300 / (3588 + 180) * 3600)
-    assert opened.emitted_at == 42.0  # wall clock, injected
-    resolved = play(detector, 1, lambda n: 1, start=361)
-    assert [(e.state, e.outage_id, e.version) for e in resolved] == [(OutageState.RESOLVED, opened.outage_id, 2)]
-    assert resolved[0].resolved_at == T0 + 361 * BLOCK
-    assert resolved[0].duration_s == 61 * BLOCK
+def halted(exchanges: set[str], chains: set[str] | None = None) -> Callable[[str, str, int], float]:
+    return lambda ex, ch, t: 0.0 if ex in exchanges and (chains is None or ch in chains) else 1.0
 
 
-def test_steady_payouts_never_alarm(detector):
-    assert play(detector, 2000, lambda n: 1 if n % 3 else 2) == []
+def test_single_chain_halt_opens_once_at_the_last_payout_and_resolves_on_sustained_payouts(detector):
+    sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
+    assert states(sim.run(6 * HOUR)) == []
+    last = sim.last_paid["okx"]
+    events = [e for e in sim.run(HOUR, halted({"okx"})) if isinstance(e, OutageEvent)]
+    opened = [e for e in events if e.state is OutageState.OPEN]
+    assert len(opened) == 1 and opened[0].scope == ["ethereum"]
+    assert {e.outage_id for e in events} == {opened[0].outage_id}  # suspected, then open: one incident
+    assert opened[0].started_at == last
+    # budget 1 per 90 days over 2 tests at 360/hour: ln(0.1/s * 90 d * 2) = 14.3 expected withdrawals ≈ 143 s
+    assert 100 <= opened[0].detected_at - last <= 220
+    assert opened[0].confidence > 0.98 and opened[0].p_value < 1e-5
+    assert opened[0].expected_rate_per_hour == pytest.approx(360, rel=0.25)
+    assert opened[0].emitted_at == 42.0  # the injected wall clock
+    resumed = sim.run(HOUR)
+    resolved = [e for e in resumed if isinstance(e, OutageEvent)]
+    assert [(e.state, e.outage_id) for e in resolved] == [(OutageState.RESOLVED, opened[0].outage_id)]
+    assert resolved[0].resolved_at is not None and resolved[0].resolved_at < sim.now
+    assert resolved[0].version == opened[0].version + 1
 
 
-def test_stalled_chain_is_not_an_outage(detector):
-    play(detector, 300, lambda n: 1)
-    # the chain produces no block for two hours, then continues; the first blocks after carry no payout
-    out = detector.on_head(head(301, t=T0 + 300 * BLOCK + 7200))
-    out += play(detector, 5, lambda n: 0, start=302)
-    assert out == []
+def test_steady_seasonal_traffic_stays_quiet_for_days(detector):
+    sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
+    daily = lambda ex, ch, t: 1.0 + 0.5 * math.sin(2 * math.pi * ((t - T0) % 86_400) / 86_400)  # noqa: E731
+    assert [s for s in states(sim.run(3 * 86_400, daily)) if s[0] != "suspected"] == []
 
 
-def test_missing_heads_mean_no_decision(detector):
-    play(detector, 300, lambda n: 1)
-    # transfers stop and heads stop (feed lost): however long, nothing is decided without heads
-    assert detector.on_head(head(300)) == []
-    assert not any(st.outage for st in detector.states.values())
+def test_batched_payouts_do_not_alarm_but_a_halt_still_does(detector):
+    sim = Sim(detector, {"ethereum": 12}, {("bybit", "ethereum"): 240}, batch={("bybit", "ethereum"): 12})
+    quiet = states(sim.run(2 * 86_400))
+    assert [s for s in quiet if s[0] != "suspected"] == [], "bursts every ~3 min with pauses are normal here"
+    tail = detector.exchanges_["bybit"].chains["ethereum"].tail
+    assert tail.beta < 0.3, "the gap tail learned the batching (Poisson would be ~1)"
+    assert ("open", ["ethereum"]) in states(sim.run(3 * HOUR, halted({"bybit"})))
 
 
-def test_no_alert_while_warming_up(detector):
-    out = play(detector, 10, lambda n: 1)
-    out += play(detector, 200, lambda n: 0, start=11)
-    assert out == []
+def test_full_halt_is_seen_exchange_wide_before_any_single_chain(detector):
+    sim = Sim(detector, {"ethereum": 12, "tron": 3, "bsc": 3},
+              {("okx", "ethereum"): 300, ("okx", "tron"): 600, ("okx", "bsc"): 250})
+    sim.run(12 * HOUR)
+    last = sim.last_paid["okx"]
+    events = [e for e in sim.run(HOUR, halted({"okx"})) if isinstance(e, OutageEvent)]
+    first_open = next(e for e in events if e.state is OutageState.OPEN)
+    assert first_open.scope == ["bsc", "ethereum", "tron"]
+    assert first_open.started_at == last
+    assert first_open.detected_at - last <= 180, "an OKX-sized halt within 3 minutes of chain time"
+    assert all(e.scope == first_open.scope for e in events), "no per-chain incidents while exchange-wide is open"
+
+
+def test_one_chain_halting_is_not_an_exchange_wide_outage(detector):
+    sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
+    sim.run(12 * HOUR)
+    got = states(sim.run(HOUR, halted({"okx"}, {"tron"})))
+    assert ("open", ["tron"]) in got
+    assert all(scope == ["tron"] for _, scope in got)
+
+
+def test_chain_stall_and_lost_feed_never_open_an_outage(detector):
+    sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
+    sim.run(6 * HOUR)
+    # stall: two hours without a block, then consecutive blocks without payouts for a minute
+    n = sim.numbers["ethereum"]
+    out = detector.on_head(ChainHead("ethereum", n + 1, "0xs1", "0xs0", sim.now + 2 * HOUR, 0.0))
+    sim.numbers["ethereum"] = n + 1
+    sim.now += 2 * HOUR
+    out += sim.run(60, halted({"okx"}))
+    # lost feed: blocks (and their payouts) we never saw, then heads resume 300 blocks later
+    sim.numbers["ethereum"] += 300
+    sim.now += 3600
+    out += sim.run(HOUR)
+    assert states(out) == []
+
+
+def test_warming_up_exchanges_get_no_alerts(detector):
+    sim = Sim(detector, {"ethereum": 12}, {("new", "ethereum"): 30})  # 50 payouts take ~1.7 h
+    sim.run(HOUR)
+    assert states(sim.run(4 * HOUR, halted({"new"}))) == []
+
+
+def test_a_lone_payout_during_a_halt_keeps_one_incident(detector):
+    sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
+    sim.run(6 * HOUR)
+    events = sim.run(30 * 60, halted({"okx"}))
+    incident = next(e for e in events if isinstance(e, OutageEvent) and e.state is OutageState.OPEN)
+    events = detector.on_transfer(sim.withdrawal("okx", "ethereum", sim.now, 0))  # one manual payout
+    events += sim.run(30 * 60, halted({"okx"}))
+    assert [e for e in events if isinstance(e, OutageEvent)] == [], "still the same open incident"
+    resolved = [e for e in sim.run(HOUR) if isinstance(e, OutageEvent)]
+    assert [(e.state, e.outage_id) for e in resolved] == [(OutageState.RESOLVED, incident.outage_id)]
+
+
+def test_rate_collapse_is_degraded_then_resolves(detector):
+    sim = Sim(detector, {"tron": 3}, {("htx", "tron"): 900})
+    sim.run(12 * HOUR)
+    events = [e for e in sim.run(HOUR, lambda ex, ch, t: 0.1) if isinstance(e, OutageEvent)]
+    degraded = [e for e in events if e.state is OutageState.DEGRADED]
+    assert degraded, f"payouts at 10% for an hour must be reported degraded: {states(events)}"
+    # a long first gap may be taken for a halt, but payouts at the collapsed rate turn that same incident
+    # into "degraded" instead of resolving and re-opening it (no flapping)
+    assert len({e.outage_id for e in events if e.state is not OutageState.RESOLVED}) == 1, states(events)
+    assert events[-1].state is OutageState.DEGRADED
+    recovered = [e for e in sim.run(HOUR) if isinstance(e, OutageEvent)]
+    assert recovered and recovered[-1].state is OutageState.RESOLVED
+    assert recovered[-1].outage_id == degraded[0].outage_id
+
+
+def test_reorged_last_withdrawal_moves_the_incident_start(detector):
+    sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
+    sim.run(6 * HOUR)
+    track = detector.exchanges_["okx"].chains["ethereum"]
+    last, before = track.recent[-1], track.recent[-2]
+    events = sim.run(HOUR, halted({"okx"}))
+    opened = next(e for e in events if isinstance(e, OutageEvent) and e.state is OutageState.OPEN)
+    assert opened.started_at == last.time
+    orphan = replace(sim.withdrawal("okx", "ethereum", last.time, 0), tx_hash=last.tx, removed=True)
+    orphan = replace(orphan, block_number=last.block, block_hash=f"0xethereum{last.block}", log_index=0)
+    assert orphan.event_id == last.event_id
+    (moved,) = detector.on_transfer(orphan)
+    assert isinstance(moved, OutageEvent)
+    assert (moved.outage_id, moved.state, moved.started_at) == (opened.outage_id, OutageState.OPEN, before.time)
+    assert moved.version == opened.version + 1
 
 
 def test_redelivered_events_are_counted_once(detector):
-    play(detector, 100, lambda n: 1)
-    before = detector.state("okx", "ethereum").rate.withdrawals
-    for n in range(90, 101):  # a consumer restarted from an older offset sees these again
-        detector.on_transfer(withdrawal(n))
-        detector.on_head(head(n))
-    st = detector.state("okx", "ethereum")
-    assert st.rate.withdrawals == before
-    detector.on_transfer(withdrawal(101))
-    detector.on_transfer(withdrawal(101))  # duplicate inside an unfinished block
-    assert st.rate.withdrawals == before + 1
+    sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
+    sim.run(HOUR)
+    track = detector.exchanges_["okx"].chains["ethereum"]
+    before = (track.withdrawals, track.u_total, track.head_number)
+    n = sim.numbers["ethereum"]
+    for number in range(n - 5, n + 1):  # a consumer restarted from an older offset sees these again
+        detector.on_transfer(replace(sim.withdrawal("okx", "ethereum", T0, 0), block_number=number))
+        detector.on_head(ChainHead("ethereum", number, f"0xethereum{number}", "0x", T0 + number * 12, 0.0))
+    assert (track.withdrawals, track.u_total, track.head_number) == before
 
 
-def test_deposits_and_retractions_do_not_count_as_payouts(detector):
-    deposit = replace(withdrawal(5), direction=Direction.DEPOSIT)
-    retracted = replace(withdrawal(5, 1), removed=True)
-    assert detector.on_transfer(deposit) == detector.on_transfer(retracted) == []
-    assert detector.states == {}
+def test_deposits_and_unknown_retractions_change_nothing(detector):
+    sim = Sim(detector, {"ethereum": 12}, {})
+    deposit = replace(sim.withdrawal("okx", "ethereum", T0, 0), direction=Direction.DEPOSIT)
+    assert detector.on_transfer(deposit) == []
+    assert detector.exchanges() == set()
+    retracted = replace(sim.withdrawal("okx", "ethereum", T0, 1), removed=True)
+    assert detector.on_transfer(retracted) == []
 
 
 def test_state_survives_export_and_restore_mid_outage(detector):
-    play(detector, 300, lambda n: 1)
-    opened = play(detector, 20, lambda n: 0, start=301)
-    assert len(opened) == 1
-    saved = orjson.loads(orjson.dumps(detector.export("okx")))
+    sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
+    sim.run(12 * HOUR)
+    opened = [e for e in sim.run(30 * 60, halted({"okx"})) if isinstance(e, OutageEvent)]
+    assert opened and opened[-1].state is OutageState.OPEN
     fresh = OutageDetector(detector.policy, ManualClock(0))
-    fresh.restore("okx", saved)
-    assert play(fresh, 20, lambda n: 0, start=321) == []  # no re-emission of the open outage
-    resolved = play(fresh, 1, lambda n: 1, start=341)
-    assert [(e.state, e.outage_id) for e in resolved] == [(OutageState.RESOLVED, opened[0].outage_id)]
+    fresh.restore("okx", orjson.loads(orjson.dumps(detector.export("okx"))))
+    sim.detector = fresh
+    assert states(sim.run(30 * 60, halted({"okx"}))) == [], "no re-emission after a restart"
+    resolved = [e for e in sim.run(HOUR) if isinstance(e, OutageEvent)]
+    assert [(e.state, e.outage_id) for e in resolved] == [(OutageState.RESOLVED, opened[-1].outage_id)]
 
 
-def test_heads_of_other_chains_or_unowned_exchanges_do_nothing(detector):
-    play(detector, 300, lambda n: 1)
-    assert detector.on_head(head(400, chain="bsc")) == []
-    assert detector.on_head(head(400), exchanges={"binance"}) == []
+def test_correlated_halts_of_three_exchanges_are_grouped_with_their_common_cause():
+    metadata = {ex: {"provider": "alibaba-cloud", "region": "cn-hongkong"} for ex in ("okx", "kucoin", "gate")}
+    metadata["gate"] = {"provider": "alibaba-cloud", "region": "ap-southeast-1"}
+    detector = OutageDetector(DetectionPolicy(), ManualClock(0), metadata=metadata)
+    rates = {(ex, "tron"): 600.0 for ex in ("okx", "kucoin", "gate", "binance")}
+    sim = Sim(detector, {"tron": 3}, rates)
+    sim.run(12 * HOUR)
+    out = sim.run(HOUR, halted({"okx", "kucoin", "gate"}))
+    groups = [e for e in out if isinstance(e, CorrelatedIncident)]
+    assert groups, "a correlated incident is emitted"
+    final = groups[-1]
+    assert final.exchanges == ["gate", "kucoin", "okx"]
+    assert {g.incident_id for g in groups} == {final.incident_id}
+    assert final.version == len(groups)
+    assert final.common == {"provider": "alibaba-cloud"}
+    assert "alibaba-cloud" in final.likely_cause
+    assert not any(isinstance(e, OutageEvent) and e.exchange == "binance" for e in out)
 
 
-def test_policy_rejects_nonsense():
-    with pytest.raises(ValueError, match="false_alarm_p"):
-        DetectionPolicy(false_alarm_p=0)
+def test_exchange_wide_scope_key_is_distinct():
+    assert EXCHANGE_WIDE == "*"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"false_alarms_per_exchange": 0}, "false_alarms"), ({"degraded_ratio": 1.0}, "degraded_ratio"),
+     ({"budget_days": -1}, "budget_days"), ({"resume_withdrawals": 0}, "resume_withdrawals")],
+)
+def test_policy_rejects_nonsense(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DetectionPolicy(**kwargs)

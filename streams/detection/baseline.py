@@ -1,0 +1,150 @@
+"""What normal payouts look like for one (exchange, chain): a seasonal rate and the shape of its gaps.
+
+Two things are learned online, both only from *completed* gaps, so that a silence in progress never
+teaches the model that silence is normal:
+
+- :class:`SeasonalRate`: withdrawals per second of exposure, per hour of the week, shrunk toward the
+  hour-of-day rate and that toward the overall rate, because a few days of history say little about one
+  hour of one weekday. Older data fades (exponential decay) so the baseline follows drift.
+- :class:`GapTail`: how long gaps really are, measured in *expected withdrawals* (the rate integrated over
+  the gap). For Poisson payouts a gap of ``u`` expected withdrawals has probability ``exp(-u)``; exchanges
+  that pay in batches have long pauses between bursts and a heavier tail. Fitting the exponential tail
+  beyond one expected withdrawal (its rate ``beta`` and the share ``p1`` of gaps that reach it) captures
+  both: ``P(gap > u) = p1 * exp(-beta * (u - 1))``. Poisson traffic gives ``beta`` ≈ 1, batches of ``k``
+  give ``beta`` ≈ 1/k.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+HOUR = 3600
+WEEK_HOURS = 168
+
+
+def hour_of_week(t: int) -> int:
+    """UTC hour of the week, Monday 00:00 = 0 (the Unix epoch was a Thursday)."""
+    return (t // HOUR + 72) % WEEK_HOURS
+
+
+@dataclass(slots=True)
+class SeasonalRate:
+    """Withdrawal rate with hour-of-week seasonality, learned from (withdrawals, exposure) per hour."""
+
+    events_w: array[float] = field(default_factory=lambda: array("d", [0.0] * WEEK_HOURS))
+    exposure_w: array[float] = field(default_factory=lambda: array("d", [0.0] * WEEK_HOURS))
+    total_events: float = 0.0
+    total_exposure: float = 0.0
+    decayed_at_hour: int = -1
+    half_life_h: float = 14 * 24
+    pseudo_events: float = 8.0
+    _cache: dict[int, float] = field(default_factory=dict)
+
+    def _decay_to(self, t: int) -> None:
+        hour = t // HOUR
+        if self.decayed_at_hour < 0:
+            self.decayed_at_hour = hour
+            return
+        elapsed = hour - self.decayed_at_hour
+        if elapsed <= 0:
+            return
+        factor = 0.5 ** (elapsed / self.half_life_h)
+        for i in range(WEEK_HOURS):
+            self.events_w[i] *= factor
+            self.exposure_w[i] *= factor
+        self.total_events *= factor
+        self.total_exposure *= factor
+        self.decayed_at_hour = hour
+        self._cache.clear()
+
+    def add(self, t: int, withdrawals: float, exposure_s: float) -> None:
+        self._decay_to(t)
+        h = hour_of_week(t)
+        self.events_w[h] += withdrawals
+        self.exposure_w[h] += exposure_s
+        self.total_events += withdrawals
+        self.total_exposure += exposure_s
+        self._cache.clear()
+
+    def overall(self) -> float:
+        """Withdrawals per second over all hours (no seasonality)."""
+        return self.total_events / self.total_exposure if self.total_exposure > 0 else 0.0
+
+    def at(self, t: int) -> float:
+        """Expected withdrawals per second at chain time ``t``."""
+        h = hour_of_week(t)
+        cached = self._cache.get(h)
+        if cached is not None:
+            return cached
+        overall = self.overall()
+        if overall <= 0:
+            return 0.0
+        k = self.pseudo_events
+        hod = h % 24
+        day_events = sum(self.events_w[hod + 24 * d] for d in range(7))
+        day_exposure = sum(self.exposure_w[hod + 24 * d] for d in range(7))
+        hod_rate = (day_events + k) / (day_exposure + k / overall)
+        rate = (self.events_w[h] + k) / (self.exposure_w[h] + k / hod_rate)
+        self._cache[h] = rate
+        return rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ew": list(self.events_w), "xw": list(self.exposure_w), "te": self.total_events,
+            "tx": self.total_exposure, "dh": self.decayed_at_hour,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], half_life_h: float, pseudo_events: float) -> SeasonalRate:
+        return cls(
+            array("d", data["ew"]), array("d", data["xw"]), data["te"], data["tx"], data["dh"],
+            half_life_h, pseudo_events,
+        )
+
+
+@dataclass(slots=True)
+class GapTail:
+    """Exponential tail of gaps, in expected-withdrawal units, with a conservative prior."""
+
+    gaps: float = 0.0
+    exceeding: float = 0.0
+    excess: float = 0.0
+    prior_gaps: float = 20.0
+    prior_beta: float = 0.5
+    decay: float = 0.999
+
+    def add_gap(self, u: float) -> None:
+        self.gaps = self.gaps * self.decay + 1.0
+        self.exceeding *= self.decay
+        self.excess *= self.decay
+        if u > 1.0:
+            self.exceeding += 1.0
+            self.excess += u - 1.0
+
+    @property
+    def p1(self) -> float:
+        """Share of gaps longer than one expected withdrawal (Poisson: 1/e)."""
+        prior = self.prior_gaps
+        return (self.exceeding + prior * math.exp(-1.0)) / (self.gaps + prior)
+
+    @property
+    def beta(self) -> float:
+        """Tail rate per expected withdrawal beyond the first (Poisson: 1; batches of k: about 1/k)."""
+        prior = self.prior_gaps * math.exp(-1.0)
+        return (self.exceeding + prior) / (self.excess + prior / self.prior_beta)
+
+    def survival_log(self, u: float) -> float:
+        """-ln P(gap > u): the evidence, in nats, that a gap of ``u`` expected withdrawals is not normal."""
+        if u <= 1.0:
+            return -math.log(1.0 - (1.0 - self.p1) * u) if u > 0 else 0.0
+        return -math.log(self.p1) + self.beta * (u - 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"g": self.gaps, "e": self.exceeding, "x": self.excess}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GapTail:
+        return cls(data["g"], data["e"], data["x"])
