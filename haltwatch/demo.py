@@ -61,6 +61,13 @@ def run_demo(scenario: str, keep_running: bool = False) -> int:
                     f"{_t(event.detected_at)}, expected {event.expected_count:.1f} withdrawals in the gap, "
                     f"confidence {event.confidence:.6f}"
                 )
+            elif event.state is OutageState.SUSPECTED:
+                print(
+                    f"\n>>> SUSPECTED    {event.exchange} on {','.join(event.scope)}: no withdrawal since "
+                    f"{_t(event.started_at)}, {event.expected_count:.1f} expected; not yet conclusive"
+                )
+            elif event.state is OutageState.DEGRADED:
+                print(f"\n>>> DEGRADED     {event.exchange} on {','.join(event.scope)}: {event.reason}")
             else:
                 print(
                     f"\n>>> OUTAGE {event.state.upper()}  {event.exchange}: payouts resumed at "
@@ -123,7 +130,7 @@ def run_demo(scenario: str, keep_running: bool = False) -> int:
             row = opened[0]
             first_halt_time = min(t for t, w in mined_at.items() if w >= halt_started["halt"])
             deciding_block_mined = mined_at.get(row["detected_at"], float("nan"))
-            visible = queryable_at.get(f"{row['outage_id']}:1", float("nan"))
+            visible = queryable_at.get(f"{row['outage_id']}:{row['version']}", float("nan"))
             print(
                 "\ntiming of this run:\n"
                 f"  chain time from the first block of the halt to the deciding block: "
