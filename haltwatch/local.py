@@ -144,6 +144,12 @@ class PipelineProcesses:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL a process (no shutdown code runs), as a crash would."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -106,7 +106,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
     status_topic = topic(topics.chain_status)
     dead_topic = topic(topics.dead_letters)
     correlation_topic = topic(f"{topics.prefix}.internal.correlation.v1", partitions=1)
-    state_table = app.Table("detector-state", default=None, partitions=settings.partitions)
+    # value_type=bytes selects Faust's raw codec; without it values go through JSON and come back from
+    # changelog recovery as something else than what was written
+    state_table = app.Table(
+        "detector-state", default=None, partitions=settings.partitions, key_type=str, value_type=bytes
+    )
 
     clock = WallClock()
     detector = OutageDetector(settings.policy, clock, correlate=False)
@@ -163,32 +167,40 @@ def create_app(settings: WorkerSettings) -> faust.App:
     @app.agent(transfers_topic, concurrency=1)
     async def detect(stream: Any) -> AsyncIterator[None]:
         async for event in stream.events():
-            partition = event.message.partition
-            if partition not in restored_partitions:
-                restore_partition(partition)
             try:
-                record = decode(event.value)
-            except SchemaError as exc:
-                await dead_letter(event.value, str(exc), f"topic:{topics.transfers}")
-                continue
-            if isinstance(record, TransferEvent):
-                load(record.exchange, partition)
-                outputs = detector.on_transfer(record)
-                save(record.exchange, partition)
-                await emit(outputs)
-            elif isinstance(record, ChainHead):
-                mine = owners.get(partition, set())
-                outputs = detector.on_head(record, mine)
-                count = heads_since_save.get(partition, 0) + 1
-                changed = {o.exchange for o in outputs if isinstance(o, OutageEvent)}
-                for exchange in mine:
-                    if count >= SAVE_EVERY_HEADS or exchange in changed:
-                        save(exchange, partition)
-                heads_since_save[partition] = 0 if count >= SAVE_EVERY_HEADS else count
-                await emit(outputs)
-            else:
-                await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
+                await detect_one(event)
+            except Exception as exc:  # one bad event must never crash-loop the agent
+                log.exception("detector failed on %s[%d]@%d", event.message.topic, event.message.partition,
+                              event.message.offset)
+                await dead_letter(event.value, f"detector error: {exc!r}", f"topic:{topics.transfers}")
             yield None
+
+    async def detect_one(event: EventT[bytes]) -> None:
+        partition = event.message.partition
+        if partition not in restored_partitions:
+            restore_partition(partition)
+        try:
+            record = decode(event.value)
+        except SchemaError as exc:
+            await dead_letter(event.value, str(exc), f"topic:{topics.transfers}")
+            return
+        if isinstance(record, TransferEvent):
+            load(record.exchange, partition)
+            outputs = detector.on_transfer(record)
+            save(record.exchange, partition)
+            await emit(outputs)
+        elif isinstance(record, ChainHead):
+            mine = owners.get(partition, set())
+            outputs = detector.on_head(record, mine)
+            count = heads_since_save.get(partition, 0) + 1
+            changed = {o.exchange for o in outputs if isinstance(o, OutageEvent)}
+            for exchange in mine:
+                if count >= SAVE_EVERY_HEADS or exchange in changed:
+                    save(exchange, partition)
+            heads_since_save[partition] = 0 if count >= SAVE_EVERY_HEADS else count
+            await emit(outputs)
+        else:
+            await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
 
     @app.agent(correlation_topic, concurrency=1)
     async def correlate(stream: Any) -> AsyncIterator[None]:
