@@ -212,7 +212,36 @@ class FeedHeartbeat:
     type: Literal["feed_heartbeat"] = "feed_heartbeat"
 
 
-Record = TransferEvent | ChainHead | OutageEvent | DeadLetter | CorrelatedIncident | ChainStatus | FeedHeartbeat
+@dataclass(frozen=True, slots=True)
+class LabelSuggestion:
+    """An unlabelled address that behaves like a new hot wallet of an exchange (a likely rotation).
+
+    Exchanges move payouts to fresh hot wallets; until the labels follow, the old wallet's silence looks like
+    a halt. The tell-tale: the address was funded by the exchange's known wallets and then paid many
+    distinct outside addresses. Published on the transfers topic keyed by exchange, so the detector can
+    lower its confidence in a silence of that exchange on that chain.
+    """
+
+    TYPE: ClassVar[str] = "label_suggestion"
+    exchange: str
+    chain: str
+    address: str
+    suggested_role: str
+    funded_by: str
+    funded_at: int
+    funding_tx: str
+    distinct_recipients: int
+    payouts: int
+    detected_at: int
+    emitted_at: float
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["label_suggestion"] = "label_suggestion"
+
+
+Record = (
+    TransferEvent | ChainHead | OutageEvent | DeadLetter | CorrelatedIncident | ChainStatus | FeedHeartbeat
+    | LabelSuggestion
+)
 RECORD_TYPES: tuple[type[Any], ...] = (
     TransferEvent,
     ChainHead,
@@ -221,4 +250,5 @@ RECORD_TYPES: tuple[type[Any], ...] = (
     CorrelatedIncident,
     ChainStatus,
     FeedHeartbeat,
+    LabelSuggestion,
 )

@@ -36,6 +36,7 @@ from schemas.records import (
     CorrelatedIncident,
     DeadLetter,
     FeedHeartbeat,
+    LabelSuggestion,
     OutageEvent,
     Record,
     TransferEvent,
@@ -50,6 +51,7 @@ from streams.store.rows import (
     correlated_row,
     head_row,
     outage_row,
+    suggestion_row,
     transfer_row,
 )
 from streams.store.sink import TableSink
@@ -199,6 +201,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
                     save(exchange, partition)
             heads_since_save[partition] = 0 if count >= SAVE_EVERY_HEADS else count
             await emit(outputs)
+        elif isinstance(record, LabelSuggestion):
+            load(record.exchange, partition)
+            outputs = detector.on_suggestion(record)
+            save(record.exchange, partition)
+            await emit(outputs)
         else:
             await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
 
@@ -288,7 +295,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
         sink.__name__ = name
         app.agent(source, name=name, concurrency=1)(sink)
 
-    sink_agent(transfers_topic, "sink_transfers", {TransferEvent: ("transfers", transfer_row)})
+    sink_agent(
+        transfers_topic,
+        "sink_transfers",
+        {TransferEvent: ("transfers", transfer_row), LabelSuggestion: ("label_suggestions", suggestion_row)},
+    )
     sink_agent(heads_topic, "sink_heads", {ChainHead: ("chain_heads", head_row)})
     sink_agent(
         outages_topic,

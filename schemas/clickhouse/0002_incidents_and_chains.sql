@@ -31,3 +31,21 @@ CREATE TABLE IF NOT EXISTS {db}.chain_status
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (chain, emitted_at, state);
+
+-- Likely hot-wallet rotations spotted by the connectors: candidates for the label files.
+CREATE TABLE IF NOT EXISTS {db}.label_suggestions
+(
+    exchange {str_lc},
+    chain {str_lc},
+    address String,
+    suggested_role String,
+    funded_by String,
+    funded_at {tz_datetime},
+    funding_tx String,
+    distinct_recipients UInt32,
+    payouts UInt32,
+    detected_at {tz_datetime},
+    emitted_at Float64
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (exchange, chain, address);

@@ -29,7 +29,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas.codec import decode_as, encode
-from schemas.records import ChainHead, CorrelatedIncident, Direction, OutageEvent, OutageState, TransferEvent
+from schemas.records import (
+    ChainHead,
+    CorrelatedIncident,
+    Direction,
+    LabelSuggestion,
+    OutageEvent,
+    OutageState,
+    TransferEvent,
+)
 from streams.detection.baseline import GapTail, SeasonalRate
 from streams.detection.clock import Clock
 from streams.detection.correlation import IncidentCorrelator
@@ -112,6 +120,8 @@ class ExchangeTrack:
     last_tx: str | None = None
     last_chain: str | None = None
     incident: Incident | None = None
+    suggestions: dict[str, LabelSuggestion] = field(default_factory=dict)
+    """Latest likely hot-wallet rotation per chain."""
 
 
 def outage_id(exchange: str, scope: str, anchor: str) -> str:
@@ -198,6 +208,37 @@ class OutageDetector:
             ex.last_time, ex.last_tx, ex.last_chain = t, event.tx_hash, event.chain
             ex.snapshot = {name: (None if name == event.chain else track.u_total) for name, track in ex.chains.items()}
         return self._correlate(out)
+
+    def on_suggestion(self, suggestion: LabelSuggestion) -> list[Output]:
+        """A likely hot-wallet rotation: lower the confidence of incidents it could explain."""
+        ex = self.exchange(suggestion.exchange)
+        ex.suggestions[suggestion.chain] = suggestion
+        out: list[OutageEvent] = []
+        c = ex.chains.get(suggestion.chain)
+        for inc in (c.incident if c else None, ex.incident):
+            if inc is None or suggestion.chain not in inc.last.scope or inc.state is OutageState.RESOLVED:
+                continue
+            inc.last = self._with_rotation(
+                _replace(inc.last, version=inc.last.version + 1, emitted_at=self.clock.now()), ex
+            )
+            out.append(inc.last)
+        return self._correlate(out)
+
+    def _with_rotation(self, event: OutageEvent, ex: ExchangeTrack) -> OutageEvent:
+        """Halve the confidence of an incident a recent rotation could explain, and say so."""
+        window = self.policy.rotation_window_s
+        found = [
+            s for chain, s in ex.suggestions.items()
+            if chain in event.scope and s.detected_at >= event.started_at - window
+        ]
+        if not found or "hot-wallet rotation" in event.reason:
+            return event
+        note = "; ".join(
+            f"possible hot-wallet rotation on {s.chain}: {s.address} (funded by {s.funded_by}, paid "
+            f"{s.distinct_recipients} distinct addresses)" for s in found
+        )
+        return _replace(event, confidence=event.confidence * self.policy.rotation_confidence_factor,
+                        reason=f"{event.reason}; {note}")
 
     def on_head(self, head: ChainHead, exchanges: Iterable[str] | None = None) -> list[Output]:
         """Credit chain time up to ``head`` and decide, for the given exchanges (None: all known)."""
@@ -463,7 +504,7 @@ class OutageDetector:
             p_value=ctx.p_value, last_withdrawal_tx=last_tx, last_withdrawal_chain=last_chain,
             emitted_at=self.clock.now(), reason=ctx.reason(state),
         )
-        return Incident(event)
+        return Incident(self._with_rotation(event, self.exchanges_[ctx.exchange]))
 
     def _next(self, inc: Incident, ctx: _Context, state: OutageState) -> OutageEvent:
         inc.last = _replace(
@@ -472,6 +513,7 @@ class OutageDetector:
             expected_count=ctx.expected, confidence=ctx.confidence, p_value=ctx.p_value,
             emitted_at=self.clock.now(), reason=ctx.reason(state),
         )
+        inc.last = self._with_rotation(inc.last, self.exchanges_[ctx.exchange])
         return inc.last
 
     def _resolve(self, inc: Incident, at: int, reason: str, resolved_at: int | None = None) -> OutageEvent:
@@ -529,6 +571,7 @@ def _export(ex: ExchangeTrack) -> dict[str, Any]:
         "last": [ex.last_time, ex.last_tx, ex.last_chain],
         "snapshot": ex.snapshot,
         "incident": incident(ex.incident),
+        "suggestions": {chain: encode(sg).decode() for chain, sg in ex.suggestions.items()},
         "chains": {
             name: {
                 "rate": c.rate.to_dict(), "tail": c.tail.to_dict(), "head": [c.head_number, c.head_time, c.interval_s],
@@ -552,6 +595,7 @@ def _restore(exchange: str, data: dict[str, Any], policy: DetectionPolicy) -> Ex
     ex.last_time, ex.last_tx, ex.last_chain = data["last"]
     ex.snapshot = dict(data["snapshot"])
     ex.incident = incident(data["incident"])
+    ex.suggestions = {chain: decode_as(raw, LabelSuggestion) for chain, raw in data.get("suggestions", {}).items()}
     for name, d in data["chains"].items():
         c = ChainTrack(
             name,

@@ -34,6 +34,9 @@ class DetectionPolicy:
     resume_withdrawals: int = 2
     """Withdrawals after a silence needed to call an outage resolved (one lone payout is not recovery)."""
     correlation_window_s: int = 900
+    rotation_window_s: int = 3 * 86_400
+    """A likely hot-wallet rotation this recent (before the silence began) lowers an outage's confidence."""
+    rotation_confidence_factor: float = 0.5
     seasonal_half_life_h: float = 14 * 24
     seasonal_pseudo_events: float = 8.0
     recent_withdrawals: int = 8

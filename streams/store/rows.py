@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.records import ChainHead, ChainStatus, CorrelatedIncident, OutageEvent, TransferEvent
+from schemas.records import (
+    ChainHead,
+    ChainStatus,
+    CorrelatedIncident,
+    LabelSuggestion,
+    OutageEvent,
+    TransferEvent,
+)
 
 
 def transfer_row(t: TransferEvent, ingest_version: int) -> dict[str, Any]:
@@ -86,5 +93,21 @@ def chain_status_row(s: ChainStatus) -> dict[str, Any]:
         "last_received_at": s.last_received_at,
         "node_head_number": s.node_head_number,
         "reason": s.reason,
+        "emitted_at": s.emitted_at,
+    }
+
+
+def suggestion_row(s: LabelSuggestion) -> dict[str, Any]:
+    return {
+        "exchange": s.exchange,
+        "chain": s.chain,
+        "address": s.address,
+        "suggested_role": s.suggested_role,
+        "funded_by": s.funded_by,
+        "funded_at": s.funded_at,
+        "funding_tx": s.funding_tx,
+        "distinct_recipients": s.distinct_recipients,
+        "payouts": s.payouts,
+        "detected_at": s.detected_at,
         "emitted_at": s.emitted_at,
     }

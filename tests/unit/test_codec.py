@@ -4,7 +4,20 @@ from dataclasses import replace
 import jsonschema
 import pytest
 
-from schemas import ChainHead, DeadLetter, Direction, OutageEvent, OutageState, SchemaError, TransferEvent
+from schemas import (
+    ChainHead,
+    ChainState,
+    ChainStatus,
+    CorrelatedIncident,
+    DeadLetter,
+    Direction,
+    FeedHeartbeat,
+    LabelSuggestion,
+    OutageEvent,
+    OutageState,
+    SchemaError,
+    TransferEvent,
+)
 from schemas.codec import decode, decode_as, encode
 from schemas.jsonschema import JSON_DIR, render_all, schema_of
 
@@ -22,7 +35,13 @@ OUTAGE = OutageEvent(
     emitted_at=5.5, reason="test",
 )
 LETTER = DeadLetter("evm:ethereum", "not JSON", "{oops", 1.0, {"url": "ws://x"})
-RECORDS = [TRANSFER, HEAD, OUTAGE, LETTER, replace(TRANSFER, removed=True)]
+CORRELATED = CorrelatedIncident(
+    "c1", 2, ["gate", "okx"], ["o1", "o2"], 1, 2, {"provider": "alibaba-cloud"}, "shared", 3.0
+)
+STATUS = ChainStatus("tron", ChainState.CHAIN_STALLED, 10, 1, 2.5, None, "node reports no new block", 3.0)
+BEAT = FeedHeartbeat("tron", 11, 10, True, 4.0)
+SUGGESTION = LabelSuggestion("okx", "ethereum", "0xe", "hot", "0xc", 1, "0xf", 25, 40, 2, 3.0)
+RECORDS = [TRANSFER, HEAD, OUTAGE, LETTER, replace(TRANSFER, removed=True), CORRELATED, STATUS, BEAT, SUGGESTION]
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.TYPE)
