@@ -136,34 +136,11 @@ cmd_start() {
 }
 
 cmd_stop() {
-    if [ "${1:-}" = "--all" ]; then
-        local p ports
-        ports="$(hw_instances anvil)"
-        [ -n "$ports" ] || hw_log "no anvil instance running"
-        for p in $ports; do
-            ANVIL_PORT="$p" "${BASH_SOURCE[0]}" stop
-        done
-        return 0
-    fi
-    hw_lock "$NAME"
-    hw_stop "$NAME" "$(marker "$ANVIL_PORT")" "$ANVIL_STOP_TIMEOUT"
+    hw_cmd_stop anvil ANVIL_PORT "${BASH_SOURCE[0]}" "$NAME" "$(marker "$ANVIL_PORT")" "$ANVIL_STOP_TIMEOUT" "${1:-}"
 }
 
 cmd_status() {
-    if [ "${1:-}" = "--all" ]; then
-        local p any=3
-        for p in $(hw_instances anvil); do
-            if ANVIL_PORT="$p" "${BASH_SOURCE[0]}" status; then any=0; fi
-        done
-        [ "$any" -eq 0 ] || echo "anvil: no instance running"
-        return "$any"
-    fi
-    if hw_running "$NAME" "$(marker "$ANVIL_PORT")"; then
-        echo "$NAME: running (pid $(hw_pid "$NAME")) $(cat "$HW_RUN/$NAME.info" 2>/dev/null || true)"
-        return 0
-    fi
-    echo "$NAME: not running"
-    return 3
+    hw_cmd_status anvil ANVIL_PORT "${BASH_SOURCE[0]}" "$NAME" "$(marker "$ANVIL_PORT")" "${1:-}"
 }
 
 case "${1:-help}" in

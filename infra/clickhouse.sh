@@ -208,34 +208,11 @@ cmd_start() {
 }
 
 cmd_stop() {
-    if [ "${1:-}" = "--all" ]; then
-        local p ports
-        ports="$(hw_instances clickhouse)"
-        [ -n "$ports" ] || hw_log "no ClickHouse instance running"
-        for p in $ports; do
-            CLICKHOUSE_TCP_PORT="$p" "${BASH_SOURCE[0]}" stop
-        done
-        return 0
-    fi
-    hw_lock "$NAME"
-    hw_stop "$NAME" "$MARKER" "$CLICKHOUSE_STOP_TIMEOUT"
+    hw_cmd_stop clickhouse CLICKHOUSE_TCP_PORT "${BASH_SOURCE[0]}" "$NAME" "$MARKER" "$CLICKHOUSE_STOP_TIMEOUT" "${1:-}"
 }
 
 cmd_status() {
-    if [ "${1:-}" = "--all" ]; then
-        local p any=3
-        for p in $(hw_instances clickhouse); do
-            if CLICKHOUSE_TCP_PORT="$p" "${BASH_SOURCE[0]}" status; then any=0; fi
-        done
-        [ "$any" -eq 0 ] || echo "clickhouse: no instance running"
-        return "$any"
-    fi
-    if hw_running "$NAME" "$MARKER"; then
-        echo "$NAME: running (pid $(hw_pid "$NAME")) $(cat "$HW_RUN/$NAME.info" 2>/dev/null || true)"
-        return 0
-    fi
-    echo "$NAME: not running"
-    return 3
+    hw_cmd_status clickhouse CLICKHOUSE_TCP_PORT "${BASH_SOURCE[0]}" "$NAME" "$MARKER" "${1:-}"
 }
 
 cmd_reset() {

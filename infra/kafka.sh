@@ -226,34 +226,11 @@ cmd_start() {
 }
 
 cmd_stop() {
-    if [ "${1:-}" = "--all" ]; then
-        local p ports
-        ports="$(hw_instances kafka)"
-        [ -n "$ports" ] || hw_log "no Kafka instance running"
-        for p in $ports; do
-            KAFKA_PORT="$p" KAFKA_DATA_DIR="" "${BASH_SOURCE[0]}" stop
-        done
-        return 0
-    fi
-    hw_lock "$NAME"
-    hw_stop "$NAME" "$MARKER" "$KAFKA_STOP_TIMEOUT"
+    hw_cmd_stop kafka KAFKA_PORT "${BASH_SOURCE[0]}" "$NAME" "$MARKER" "$KAFKA_STOP_TIMEOUT" "${1:-}"
 }
 
 cmd_status() {
-    if [ "${1:-}" = "--all" ]; then
-        local p any=3
-        for p in $(hw_instances kafka); do
-            if KAFKA_PORT="$p" "${BASH_SOURCE[0]}" status; then any=0; fi
-        done
-        [ "$any" -eq 0 ] || echo "kafka: no instance running"
-        return "$any"
-    fi
-    if hw_running "$NAME" "$MARKER"; then
-        echo "$NAME: running (pid $(hw_pid "$NAME")) $(cat "$HW_RUN/$NAME.info" 2>/dev/null || true)"
-        return 0
-    fi
-    echo "$NAME: not running"
-    return 3
+    hw_cmd_status kafka KAFKA_PORT "${BASH_SOURCE[0]}" "$NAME" "$MARKER" "${1:-}"
 }
 
 cmd_reset() {

@@ -189,3 +189,42 @@ hw_need_cmd() {
     }
     command -v "$cmd" >/dev/null 2>&1 || hw_die "$cmd still missing after installing $pkg"
 }
+
+# hw_for_each_instance SERVICE PORT_VAR SCRIPT ACTION: run "SCRIPT ACTION" once per running instance of
+# SERVICE with PORT_VAR set to its port (and KAFKA_DATA_DIR cleared so each picks its own default).
+# Returns 0 if any run returned 0, else 3.
+hw_for_each_instance() {
+    local service="$1" port_var="$2" script="$3" action="$4" p any=3
+    for p in $(hw_instances "$service"); do
+        if env "$port_var=$p" KAFKA_DATA_DIR= "$script" "$action"; then any=0; fi
+    done
+    return "$any"
+}
+
+# hw_cmd_stop SERVICE PORT_VAR SCRIPT NAME MARKER TIMEOUT [--all]
+hw_cmd_stop() {
+    local service="$1" port_var="$2" script="$3" name="$4" marker="$5" timeout="$6"
+    if [ "${7:-}" = "--all" ]; then
+        [ -n "$(hw_instances "$service")" ] || hw_log "no $service instance running"
+        hw_for_each_instance "$service" "$port_var" "$script" stop || true
+        return 0
+    fi
+    hw_lock "$name"
+    hw_stop "$name" "$marker" "$timeout"
+}
+
+# hw_cmd_status SERVICE PORT_VAR SCRIPT NAME MARKER [--all]: exit 0 if running, 3 if not.
+hw_cmd_status() {
+    local service="$1" port_var="$2" script="$3" name="$4" marker="$5"
+    if [ "${6:-}" = "--all" ]; then
+        hw_for_each_instance "$service" "$port_var" "$script" status && return 0
+        echo "$service: no instance running"
+        return 3
+    fi
+    if hw_running "$name" "$marker"; then
+        echo "$name: running (pid $(hw_pid "$name")) $(cat "$HW_RUN/$name.info" 2>/dev/null || true)"
+        return 0
+    fi
+    echo "$name: not running"
+    return 3
+}
