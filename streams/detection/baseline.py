@@ -115,6 +115,18 @@ class GapTail:
     prior_gaps: float = 20.0
     prior_beta: float = 0.5
     decay: float = 0.999
+    p1: float = field(init=False, default=0.0)
+    """Share of gaps longer than one expected withdrawal (Poisson: 1/e)."""
+    beta: float = field(init=False, default=0.0)
+    """Tail rate per expected withdrawal beyond the first (Poisson: 1; batches of k: about 1/k)."""
+
+    def __post_init__(self) -> None:
+        self._refit()
+
+    def _refit(self) -> None:
+        prior = self.prior_gaps * math.exp(-1.0)
+        self.p1 = (self.exceeding + prior) / (self.gaps + self.prior_gaps)
+        self.beta = (self.exceeding + prior) / (self.excess + prior / self.prior_beta)
 
     def add_gap(self, u: float) -> None:
         self.gaps = self.gaps * self.decay + 1.0
@@ -123,18 +135,7 @@ class GapTail:
         if u > 1.0:
             self.exceeding += 1.0
             self.excess += u - 1.0
-
-    @property
-    def p1(self) -> float:
-        """Share of gaps longer than one expected withdrawal (Poisson: 1/e)."""
-        prior = self.prior_gaps
-        return (self.exceeding + prior * math.exp(-1.0)) / (self.gaps + prior)
-
-    @property
-    def beta(self) -> float:
-        """Tail rate per expected withdrawal beyond the first (Poisson: 1; batches of k: about 1/k)."""
-        prior = self.prior_gaps * math.exp(-1.0)
-        return (self.exceeding + prior) / (self.excess + prior / self.prior_beta)
+        self._refit()
 
     def survival_log(self, u: float) -> float:
         """-ln P(gap > u): the evidence, in nats, that a gap of ``u`` expected withdrawals is not normal."""

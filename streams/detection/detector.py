@@ -98,6 +98,8 @@ class ChainTrack:
     """An incident touched the current gap: it must not be learned as normal."""
     drop: float = 0.0
     incident: Incident | None = None
+    warm: bool = False
+    """Past warm-up (enough withdrawals and exposure); once warm, always warm."""
 
     @property
     def last(self) -> Withdrawal | None:
@@ -320,14 +322,16 @@ class OutageDetector:
         )
 
     def _warm(self, c: ChainTrack) -> bool:
-        return (
-            c.withdrawals >= self.policy.warmup_withdrawals
-            and c.exposure_s >= self.policy.warmup_exposure_s
-            and c.rate.overall() > 0
-        )
+        if not c.warm:
+            c.warm = (
+                c.withdrawals >= self.policy.warmup_withdrawals
+                and c.exposure_s >= self.policy.warmup_exposure_s
+                and c.rate.overall() > 0
+            )
+        return c.warm
 
     def _tests(self, ex: ExchangeTrack) -> int:
-        warm = sum(1 for c in ex.chains.values() if self._warm(c))
+        warm = sum(1 for c in ex.chains.values() if c.warm)
         return 2 * warm + (1 if warm >= 2 else 0)
 
     def _threshold(self, gaps_per_budget: float, tests: int) -> float:
@@ -366,7 +370,7 @@ class OutageDetector:
         return self._progress(inc, ctx, open_at, suspect_at, c)
 
     def _decide_exchange(self, ex: ExchangeTrack, head: ChainHead) -> list[OutageEvent]:
-        warm = [c for c in ex.chains.values() if self._warm(c)]
+        warm = [c for c in ex.chains.values() if c.warm]
         if len(warm) < 2 or ex.last_time is None:
             return []
         evidence = 0.0
@@ -576,7 +580,7 @@ def _export(ex: ExchangeTrack) -> dict[str, Any]:
             name: {
                 "rate": c.rate.to_dict(), "tail": c.tail.to_dict(), "head": [c.head_number, c.head_time, c.interval_s],
                 "u": c.u_total, "recent": [[w.event_id, w.block, w.time, w.tx, w.u_at] for w in c.recent],
-                "n": [c.withdrawals, c.exposure_s, c.pending_events], "pending": c.pending,
+                "n": [c.withdrawals, c.exposure_s, c.pending_events, c.warm], "pending": c.pending,
                 "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": c.drop, "incident": incident(c.incident),
             }
             for name, c in ex.chains.items()
@@ -605,7 +609,7 @@ def _restore(exchange: str, data: dict[str, Any], policy: DetectionPolicy) -> Ex
         c.head_number, c.head_time, c.interval_s = d["head"]
         c.u_total = d["u"]
         c.recent = [Withdrawal(*w) for w in d["recent"]]
-        c.withdrawals, c.exposure_s, c.pending_events = d["n"]
+        c.withdrawals, c.exposure_s, c.pending_events, c.warm = d["n"]
         c.pending = [list(p) for p in d["pending"]]
         c.pending_ids = set(d["ids"])
         c.tainted = d["tainted"]
