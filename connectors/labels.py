@@ -1,21 +1,38 @@
 """Exchange wallet labels and the classification of transfers they allow.
 
-Label files are TOML, one ``[[wallet]]`` table per address, so each fact can carry where it comes from.
-Several files merge in order; a later file may add wallets but never silently moves an address to
-another exchange: that is a :class:`LabelError`, because a wrong owner turns deposits into withdrawals.
+Label files are TOML, one ``[[wallet]]`` table per address, so each fact can carry where it comes from::
+
+    [[wallet]]
+    exchange = "okx"                 # lower-cased; the key of every event and of detection
+    chain = "ethereum"               # the connector's --chain name
+    address = "0x6cC5F688a315f3dC28A7781717a9A798a59fDA7b"   # mixed case must pass EIP-55
+    role = "hot"                     # hot | cold | deposit: only hot wallets pay out withdrawals
+    source = "Etherscan label 'OKX'" # where the fact comes from (free text, kept in the registry)
+
+Several files (or folders of ``*.toml`` files, read in name order) merge in order:
+
+- a later file may add wallets;
+- a later file that lists an address already labelled *for the same exchange* replaces that entry (its
+  role and source): this is how a user file overrides a shipped default, e.g. turns a hot wallet cold;
+- a later file may never move an address to *another* exchange: that is a :class:`LabelError` naming
+  both files, because a wrong owner turns deposits into withdrawals;
+- within one file an address appears once; a second entry is a :class:`LabelError` (a copy-paste slip).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from connectors.eip55 import checksum_error
 from schemas.records import Direction
 
+log = logging.getLogger(__name__)
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
@@ -38,6 +55,8 @@ class Wallet:
     address: str
     role: Role
     source: str
+    origin: str = ""
+    """The file the entry was read from (empty for wallets built in code)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +72,9 @@ def normalize_address(chain_family: str, address: str) -> str:
     if chain_family == "evm":
         if not _EVM_ADDRESS.match(address):
             raise LabelError(f"not an EVM address (0x + 40 hex digits): {address!r}")
+        problem = checksum_error(address)
+        if problem is not None:
+            raise LabelError(problem)
         return address.lower()
     return address
 
@@ -62,25 +84,38 @@ class LabelRegistry:
 
     def __init__(self, wallets: Iterable[Wallet] = ()) -> None:
         self._by_chain: dict[str, dict[str, Wallet]] = {}
+        self._address_sets: dict[str, frozenset[str]] = {}
+        self.files: tuple[Path, ...] = ()
+        """The label files this registry was read from, in merge order."""
         for wallet in wallets:
             self.add(wallet, origin="code")
 
     def add(self, wallet: Wallet, origin: str) -> None:
+        """Add or override one wallet; moving an address to another exchange is a :class:`LabelError`."""
         table = self._by_chain.setdefault(wallet.chain, {})
         existing = table.get(wallet.address)
         if existing is not None and existing.exchange != wallet.exchange:
             raise LabelError(
                 f"{origin}: {wallet.address} on {wallet.chain} is labelled {wallet.exchange!r}, "
-                f"but {existing.exchange!r} already claims it ({existing.source})"
+                f"but {existing.exchange!r} already claims it ({existing.origin or 'code'}: {existing.source})"
             )
+        if existing is not None and existing.origin and existing.origin == wallet.origin:
+            raise LabelError(f"{origin}: {wallet.address} on {wallet.chain} is listed twice in the same file")
+        if existing is not None and existing.role is not wallet.role:
+            log.info("%s: %s %s on %s is now %s (was %s in %s)", origin, wallet.exchange, wallet.address,
+                     wallet.chain, wallet.role.value, existing.role.value, existing.origin or "code")
         table[wallet.address] = wallet
+        self._address_sets.pop(wallet.chain, None)
 
     @classmethod
     def from_files(cls, paths: Iterable[Path]) -> LabelRegistry:
+        """Read and merge label files in order; folders contribute their ``*.toml`` files by name."""
         registry = cls()
-        for path in paths:
+        files = expand_label_paths(paths)
+        for path in files:
             for wallet in load_label_file(path):
                 registry.add(wallet, origin=str(path))
+        registry.files = tuple(files)
         return registry
 
     def wallets(self, chain: str) -> list[Wallet]:
@@ -89,8 +124,15 @@ class LabelRegistry:
     def exchanges(self, chain: str) -> set[str]:
         return {w.exchange for w in self._by_chain.get(chain, {}).values()}
 
-    def addresses(self, chain: str) -> set[str]:
-        return set(self._by_chain.get(chain, {}))
+    def addresses(self, chain: str) -> frozenset[str]:
+        """Every labelled address of a chain (lower case); cached, as the connector asks once per block."""
+        cached = self._address_sets.get(chain)
+        if cached is None:
+            cached = self._address_sets[chain] = frozenset(self._by_chain.get(chain, {}))
+        return cached
+
+    def __len__(self) -> int:
+        return sum(len(table) for table in self._by_chain.values())
 
     def lookup(self, chain: str, address: str) -> Wallet | None:
         return self._by_chain.get(chain, {}).get(address.lower())
@@ -110,6 +152,20 @@ class LabelRegistry:
         if dst is not None:
             result.append(Classification(dst.exchange, Direction.DEPOSIT))
         return result
+
+
+def expand_label_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, folders replaced by their ``*.toml`` files in name order (read again at each reload)."""
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        found = sorted(p for p in path.glob("*.toml") if p.is_file()) if path.is_dir() else [path]
+        for file in found:
+            key = file.resolve()
+            if key not in seen:  # a file named twice (itself and by its folder) is read once
+                seen.add(key)
+                files.append(file)
+    return files
 
 
 def load_label_file(path: Path, chain_family: str = "evm") -> list[Wallet]:
@@ -140,5 +196,23 @@ def load_label_file(path: Path, chain_family: str = "evm") -> list[Wallet]:
         exchange = entry["exchange"].strip().lower()
         if not exchange:
             raise LabelError(f"{where}: exchange must not be empty")
-        wallets.append(Wallet(exchange, entry["chain"], address, role, str(entry.get("source", path.name))))
+        chain = entry["chain"].strip().lower()
+        if not chain:
+            raise LabelError(f"{where}: chain must not be empty")
+        source = entry.get("source", path.name)
+        if not isinstance(source, str):
+            raise LabelError(f"{where}: source must be text, got {source!r}")
+        wallets.append(Wallet(exchange, chain, address, role, source, origin=str(path)))
     return wallets
+
+
+def describe(wallets: Sequence[Wallet]) -> str:
+    """A short summary for logs: how many wallets of which role per exchange."""
+    counts: dict[str, dict[str, int]] = {}
+    for w in wallets:
+        roles = counts.setdefault(w.exchange, {})
+        roles[w.role.value] = roles.get(w.role.value, 0) + 1
+    parts = []
+    for exchange, roles in sorted(counts.items()):
+        parts.append(f"{exchange} ({', '.join(f'{n} {role}' for role, n in sorted(roles.items()))})")
+    return ", ".join(parts)

@@ -5,6 +5,14 @@ head sent to the heads topic and to *every* partition of the transfers topic. So
 partition the head of block N follows all of that partition's transfers of block N, and a consumer that
 sees the head knows the block is complete for its exchanges. ``flush()`` alone does not say whether sends
 succeeded, so each send's future is checked and a failure is raised, never dropped.
+
+Backpressure: the caller publishes one block at a time and waits for its acknowledgements before it
+hands over the next, so the producer never buffers more than one block (kafka-python 3 has no
+``buffer_memory`` bound of its own) and a slow or absent broker slows the chain reader down instead of
+growing memory; ``send`` waits at most ``max_block_ms`` for metadata. Every
+Kafka failure, including one raised by ``send`` itself, surfaces as :class:`PublishError`; the connector
+then retries the same, not yet checkpointed, block. A producer that keeps failing is replaced
+(:meth:`BlockPublisher.reset`), since kafka-python can leave one wedged after a long broker outage.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -20,7 +29,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
 from schemas.codec import encode
-from schemas.records import ChainHead, DeadLetter, FeedHeartbeat, TransferEvent
+from schemas.records import ChainHead, DeadLetter, FeedHeartbeat, LabelSuggestion, Record, TransferEvent
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -56,63 +65,106 @@ class BlockPublisher:
     """A kafka-python producer that publishes whole blocks, synchronously, with delivery checked."""
 
     def __init__(self, bootstrap: str, topics: Topics, send_timeout_s: float = 60.0) -> None:
+        self.bootstrap = bootstrap
         self.topics = topics
         self.send_timeout_s = send_timeout_s
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_in_flight_requests_per_connection=5,
-            delivery_timeout_ms=int(send_timeout_s * 1000),
-            client_id="haltwatch-connector",
-        )
+        self._producer: KafkaProducer | None = None
         self._transfer_partitions: list[int] = []
+
+    def _make_producer(self) -> KafkaProducer:
+        try:
+            return KafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_in_flight_requests_per_connection=5,
+                delivery_timeout_ms=int(self.send_timeout_s * 1000),
+                request_timeout_ms=min(30_000, int(self.send_timeout_s * 1000) - 1000),
+                max_block_ms=int(self.send_timeout_s * 1000),
+                client_id="haltwatch-connector",
+            )
+        except KafkaError as exc:
+            raise PublishError(f"cannot create a Kafka producer for {self.bootstrap}: {exc}") from exc
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = self._make_producer()
+        return self._producer
+
+    def reset(self) -> None:
+        """Drop the producer (and whatever it still buffers); the next send makes a new one."""
+        producer, self._producer = self._producer, None
+        self._transfer_partitions = []
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception as exc:  # closing a broken producer must not hide the error that led here
+                log.warning("closing the old Kafka producer failed: %s", exc)
 
     def _partitions(self) -> list[int]:
         if not self._transfer_partitions:
-            parts = self._producer.partitions_for(self.topics.transfers)
+            try:
+                parts = self.producer.partitions_for(self.topics.transfers)
+            except KafkaError as exc:
+                raise PublishError(f"no metadata for {self.topics.transfers}: {exc}") from exc
             if not parts:
                 raise PublishError(f"topic {self.topics.transfers} has no partitions (does it exist?)")
             self._transfer_partitions = sorted(parts)
         return self._transfer_partitions
 
+    def _send(self, topic: str, key: bytes, record: Record | bytes, partition: int | None = None) -> Any:
+        value = record if isinstance(record, bytes) else encode(record)
+        try:
+            return self.producer.send(topic, key=key, value=value, partition=partition)
+        except KafkaError as exc:  # buffer full for max_block_ms, no metadata, producer closed ...
+            raise PublishError(f"{topic}: send refused: {exc}") from exc
+
     def _wait(self, futures: Sequence[FutureRecordMetadata], what: str) -> None:
-        self._producer.flush(timeout=self.send_timeout_s)
+        try:
+            self.producer.flush(timeout=self.send_timeout_s)
+        except KafkaError as exc:
+            raise PublishError(f"{what}: Kafka did not take the sends in time: {exc}") from exc
         for future in futures:
             try:
                 future.get(timeout=self.send_timeout_s)
             except KafkaError as exc:
                 raise PublishError(f"{what}: Kafka did not acknowledge a send: {exc}") from exc
 
-    def publish_block(self, head: ChainHead, transfers: Sequence[TransferEvent]) -> None:
-        """Send a block's transfers, wait for all acks, then its head (heads topic + every partition)."""
-        futures = [
-            self._producer.send(self.topics.transfers, key=t.exchange.encode(), value=encode(t)) for t in transfers
-        ]
+    def publish_block(
+        self, head: ChainHead, transfers: Sequence[TransferEvent], suggestions: Sequence[LabelSuggestion] = ()
+    ) -> None:
+        """Send a block's transfers (and label suggestions), wait for all acks, then its head (heads topic +
+        every partition)."""
+        futures = [self._send(self.topics.transfers, t.exchange.encode(), t) for t in transfers]
+        futures += [self._send(self.topics.transfers, s.exchange.encode(), s) for s in suggestions]
         self._wait(futures, f"{head.chain} block {head.number} transfers")
         head_bytes = encode(head)
         key = head.chain.encode()
-        futures = [self._producer.send(self.topics.heads, key=key, value=head_bytes)]
-        futures += [
-            self._producer.send(self.topics.transfers, key=key, value=head_bytes, partition=p)
-            for p in self._partitions()
-        ]
+        futures = [self._send(self.topics.heads, key, head_bytes)]
+        futures += [self._send(self.topics.transfers, key, head_bytes, partition=p) for p in self._partitions()]
         self._wait(futures, f"{head.chain} block {head.number} head")
+
+    def publish_retractions(self, transfers: Sequence[TransferEvent]) -> None:
+        """Send retractions (``removed=True``) keyed like the originals, so each lands after its original."""
+        futures = [self._send(self.topics.transfers, t.exchange.encode(), t) for t in transfers]
+        self._wait(futures, "retractions")
 
     def heartbeat(self, beat: FeedHeartbeat) -> None:
         """Tell consumers the connector is alive even when no block comes (keyed by chain, heads topic)."""
-        future = self._producer.send(self.topics.heads, key=beat.chain.encode(), value=encode(beat))
+        future = self._send(self.topics.heads, beat.chain.encode(), beat)
         self._wait([future], f"{beat.chain} heartbeat")
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        futures = [
-            self._producer.send(self.topics.dead_letters, key=d.source.encode(), value=encode(d)) for d in letters
-        ]
+        futures = [self._send(self.topics.dead_letters, d.source.encode(), d) for d in letters]
         self._wait(futures, "dead letters")
 
     def close(self) -> None:
+        if self._producer is None:
+            return
         try:
             self._producer.flush(timeout=self.send_timeout_s)
         finally:
             self._producer.close(timeout=self.send_timeout_s)
+            self._producer = None

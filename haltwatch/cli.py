@@ -6,9 +6,7 @@ docker-compose configures the services.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -39,50 +37,123 @@ def _logging(verbose: bool) -> None:
 @app.command()
 def connect(
     chain: Annotated[str, typer.Option(envvar="HALTWATCH_CHAIN", help="Chain name used in events, e.g. ethereum.")],
-    ws_url: Annotated[str, typer.Option(envvar="HALTWATCH_WS_URL", help="Node websocket URL.")],
+    ws_url: Annotated[
+        list[str],
+        typer.Option(envvar="HALTWATCH_WS_URL", help="Node websocket URL; repeat (or comma-separate) for failover."),
+    ],
     labels: Annotated[
-        list[Path], typer.Option(envvar="HALTWATCH_LABELS", help="Label file(s), TOML; later files extend earlier.")
+        list[Path],
+        typer.Option(envvar="HALTWATCH_LABELS", help="Label file(s) or folder(s), TOML; later files extend earlier."),
     ],
     checkpoint: Annotated[
-        Path, typer.Option(envvar="HALTWATCH_CHECKPOINT", help="File holding the last published block.")
+        Path, typer.Option(envvar="HALTWATCH_CHECKPOINT", help="File holding the last published blocks.")
     ] = Path(".haltwatch/checkpoint.json"),
     confirmations: Annotated[int, typer.Option(envvar="HALTWATCH_CONFIRMATIONS", min=0)] = 0,
     start_block: Annotated[
         int | None, typer.Option(envvar="HALTWATCH_START_BLOCK", help="First block when there is no checkpoint.")
     ] = None,
+    chain_id: Annotated[
+        int | None, typer.Option(envvar="HALTWATCH_CHAIN_ID", help="Expected eth_chainId; a node serving another "
+                                 "chain is refused.")
+    ] = None,
+    token: Annotated[
+        list[str] | None,
+        typer.Option(envvar="HALTWATCH_TOKENS", help="ERC-20 contract(s) of interest; none = every ERC-20."),
+    ] = None,
+    reorg_window: Annotated[
+        int, typer.Option(envvar="HALTWATCH_REORG_WINDOW", min=0, help="Published blocks remembered for reorgs "
+                          "(at least confirmations + 64).")
+    ] = 0,
+    lag_blocks: Annotated[
+        int, typer.Option(envvar="HALTWATCH_LAG_BLOCKS", min=1, help="Leave a node this many blocks behind another.")
+    ] = 5,
+    lag_check_s: Annotated[
+        float, typer.Option(envvar="HALTWATCH_LAG_CHECK_S", min=0.1, help="Seconds between endpoint head checks.")
+    ] = 30.0,
+    metrics_port: Annotated[
+        int, typer.Option(envvar="HALTWATCH_METRICS_PORT", min=0, help="Prometheus /metrics port; 0 = off.")
+    ] = 0,
+    max_frame_mb: Annotated[int, typer.Option(envvar="HALTWATCH_MAX_FRAME_MB", min=1)] = 64,
+    rotation_min_funding: Annotated[
+        int,
+        typer.Option(envvar="HALTWATCH_ROTATION_MIN_FUNDING", min=0,
+                     help="Native coins an exchange wallet must send a fresh address to watch it as a possible "
+                          "new hot wallet (0: off)."),
+    ] = 50,
+    rotation_min_recipients: Annotated[
+        int,
+        typer.Option(envvar="HALTWATCH_ROTATION_MIN_RECIPIENTS", min=1,
+                     help="Distinct outside addresses it must pay before it is suggested as a hot wallet."),
+    ] = 20,
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
     partitions: PartitionsOpt = 8,
     verbose: bool = False,
 ) -> None:
-    """Follow an EVM chain and publish labelled transfers and chain heads to Kafka."""
-    from connectors.checkpoint import CheckpointFile
-    from connectors.evm.connector import EvmChainConfig, EvmConnector
-    from connectors.labels import LabelError, LabelRegistry
-    from connectors.publisher import BlockPublisher, ensure_topics
+    """Follow an EVM chain and publish labelled transfers and chain heads to Kafka (SIGHUP reloads labels)."""
+    from connectors.evm.config import EvmChainConfig
+    from connectors.evm.run import parse_tokens, run_connector, split_urls
+    from connectors.labels import LabelError
 
     _logging(verbose)
     try:
-        registry = LabelRegistry.from_files(labels)
+        config = EvmChainConfig(
+            chain, split_urls(ws_url), confirmations, start_block, chain_id=chain_id,
+            tokens=parse_tokens(token or []), reorg_window=reorg_window, lag_blocks=lag_blocks,
+            lag_check_s=lag_check_s, max_frame_bytes=max_frame_mb * 1024 * 1024,
+            rotation_min_funding=rotation_min_funding, rotation_min_recipients=rotation_min_recipients,
+        )
+        code = run_connector(config, labels, checkpoint, kafka, Topics(prefix), partitions, metrics_port)
     except LabelError as exc:
         raise typer.BadParameter(str(exc), param_hint="--labels") from None
-    topics = Topics(prefix)
-    ensure_topics(kafka, topics, partitions)
-    publisher = BlockPublisher(kafka, topics)
-    connector = EvmConnector(
-        EvmChainConfig(chain, ws_url, confirmations, start_block), registry, publisher, CheckpointFile(checkpoint)
-    )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    raise typer.Exit(code)
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, connector.stop)
-        await connector.run()
 
+@app.command()
+def backfill(
+    chain: Annotated[str, typer.Option(envvar="HALTWATCH_CHAIN", help="Chain name used in events, e.g. ethereum.")],
+    ws_url: Annotated[
+        list[str], typer.Option(envvar="HALTWATCH_WS_URL", help="Node websocket URL; repeat for failover.")
+    ],
+    labels: Annotated[list[Path], typer.Option(envvar="HALTWATCH_LABELS", help="Label file(s) or folder(s), TOML.")],
+    from_block: Annotated[int, typer.Option(min=0, help="First block to publish.")],
+    to_block: Annotated[int, typer.Option(min=0, help="Last block to publish (inclusive).")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Resume file of this backfill [.haltwatch/backfill-CHAIN-FROM-TO.json].")
+    ] = None,
+    chain_id: Annotated[int | None, typer.Option(envvar="HALTWATCH_CHAIN_ID", help="Expected eth_chainId.")] = None,
+    token: Annotated[list[str] | None, typer.Option(envvar="HALTWATCH_TOKENS", help="ERC-20 contract(s).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    metrics_port: Annotated[int, typer.Option(envvar="HALTWATCH_METRICS_PORT", min=0)] = 0,
+    kafka: KafkaOpt = "127.0.0.1:9092",
+    prefix: PrefixOpt = "haltwatch",
+    partitions: PartitionsOpt = 8,
+    verbose: bool = False,
+) -> None:
+    """Publish past blocks like the live connector (events and heads), to pre-warm detection; resumable."""
+    from connectors.evm.config import EvmChainConfig
+    from connectors.evm.run import parse_tokens, run_backfill, split_urls
+    from connectors.labels import LabelError
+
+    _logging(verbose)
+    resume = checkpoint or Path(f".haltwatch/backfill-{chain}-{from_block}-{to_block}.json")
     try:
-        asyncio.run(main())
-    finally:
-        publisher.close()
+        config = EvmChainConfig(chain, split_urls(ws_url), chain_id=chain_id, tokens=parse_tokens(token or []))
+        result = run_backfill(config, labels, resume, kafka, Topics(prefix), partitions, from_block, to_block,
+                              metrics_port, progress)
+    except LabelError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--labels") from None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if isinstance(result, int):
+        raise typer.Exit(result)
+    typer.echo(
+        f"backfill {chain} {from_block}..{to_block}: {result.blocks} blocks, {result.events} events published in "
+        f"{result.seconds:.1f} s ({result.blocks_per_s:.1f} blocks/s, {result.events_per_s:.0f} events/s); "
+        f"checkpoint {resume}"
+    )
 
 
 @app.command()

@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 
 from connectors.labels import LabelRegistry
-from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead, TransferEvent
+from connectors.rotation import RotationWatch
+from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead, LabelSuggestion, TransferEvent
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 """keccak256("Transfer(address,address,uint256)")."""
@@ -38,6 +39,7 @@ class ParsedBlock:
     head: ChainHead
     transfers: list[TransferEvent] = field(default_factory=list)
     malformed: list[Malformed] = field(default_factory=list)
+    suggestions: list[LabelSuggestion] = field(default_factory=list)
 
 
 def hex_int(value: Any, name: str) -> int:
@@ -77,15 +79,23 @@ def parse_block(
     decimals_of: Callable[[str], int],
     received_at: float,
     native_decimals: int = 18,
+    rotation: RotationWatch | None = None,
 ) -> ParsedBlock:
     """Labelled transfers of one block: native-coin transfers from its transactions, then token logs.
 
-    ``failed_txs`` are the hashes of transactions that reverted; their value never moved.
+    ``failed_txs`` are the hashes of transactions that reverted; their value never moved. Every transfer,
+    labelled or not, is shown to ``rotation`` (hot-wallet rotation watch), whose suggestions ride along.
+    Reverts are only known for transactions touching labelled wallets, so a reverted payout from a
+    rotation candidate still counts toward its suggestion: a suggestion is a hint, never a label.
     """
     head = parse_header(chain, block, received_at)
     parsed = ParsedBlock(head)
 
     def emit(tx_hash: str, log_index: int, asset: str, amount: int, decimals: int, src: str, dst: str) -> None:
+        if rotation is not None:
+            suggestion = rotation.observe(head.block_time, tx_hash, asset, amount, src, dst)
+            if suggestion is not None:
+                parsed.suggestions.append(suggestion)
         for c in labels.classify(chain, src, dst):
             parsed.transfers.append(
                 TransferEvent(

@@ -44,6 +44,8 @@ from streams.detection.correlation import IncidentCorrelator
 from streams.detection.policy import DetectionPolicy
 
 Output = OutageEvent | CorrelatedIncident
+HASH_MEMORY = 512
+"""Credited heights per chain whose hashes are remembered (deeper than any reorg the connectors undo)."""
 EXCHANGE_WIDE = "*"
 """Scope key of an exchange-wide incident; its ``scope`` lists the exchange's active chains."""
 
@@ -139,6 +141,9 @@ class OutageDetector:
         self.policy = policy
         self.clock = clock
         self.exchanges_: dict[str, ExchangeTrack] = {}
+        self.block_hashes: dict[str, dict[int, str]] = {}
+        """Per chain, the hash of each recently credited height: a transfer at a credited height is a
+        redelivery if its block hash matches, and a reorg's replacement block if it does not."""
         self.correlator = IncidentCorrelator(policy.correlation_window_s, clock, metadata) if correlate else None
         self._ln_rho = math.log(1.0 / policy.degraded_ratio)
 
@@ -180,7 +185,9 @@ class OutageDetector:
         if event.removed:
             return self._correlate(self._retract(ex, c, event))
         if event.block_number <= c.head_number:
-            return []  # its block's head was already credited: a redelivery
+            credited = self.block_hashes.get(event.chain, {}).get(event.block_number)
+            if credited is None or credited == event.block_hash:
+                return []  # its block's head was already credited: a redelivery
         event_id = event.event_id
         if event_id in c.pending_ids:
             return []
@@ -245,6 +252,11 @@ class OutageDetector:
     def on_head(self, head: ChainHead, exchanges: Iterable[str] | None = None) -> list[Output]:
         """Credit chain time up to ``head`` and decide, for the given exchanges (None: all known)."""
         out: list[OutageEvent] = []
+        ring = self.block_hashes.setdefault(head.chain, {})
+        ring[head.number] = head.hash
+        if len(ring) > 2 * HASH_MEMORY:
+            for number in [n for n in ring if n <= head.number - HASH_MEMORY]:
+                del ring[number]
         names = self.exchanges_.keys() if exchanges is None else exchanges
         for name in names:
             ex = self.exchanges_.get(name)
@@ -261,7 +273,14 @@ class OutageDetector:
     def _credit(self, ex: ExchangeTrack, c: ChainTrack, head: ChainHead) -> bool:
         """Advance the chain's clock; True when an interval was credited (a decision is due)."""
         if head.number <= c.head_number:
-            return False  # redelivered, or a height a reorg took back: nothing new
+            # redelivered, or a reorg's replacement of a credited height: no new chain time, but payouts
+            # of a replacement block still start their gap here
+            for w in reversed(c.recent):
+                if w.u_at is not None:
+                    break
+                if w.block <= head.number:
+                    w.u_at = c.u_total
+            return False
         consecutive = c.head_number >= 0 and head.number == c.head_number + 1
         prev_time = c.head_time
         c.head_number, c.head_time = head.number, head.block_time

@@ -225,7 +225,9 @@ def test_redelivered_events_are_counted_once(detector):
     before = (track.withdrawals, track.u_total, track.head_number)
     n = sim.numbers["ethereum"]
     for number in range(n - 5, n + 1):  # a consumer restarted from an older offset sees these again
-        detector.on_transfer(replace(sim.withdrawal("okx", "ethereum", T0, 0), block_number=number))
+        replay = replace(sim.withdrawal("okx", "ethereum", T0, 0), block_number=number,
+                         block_hash=f"0xethereum{number}")
+        detector.on_transfer(replay)
         detector.on_head(ChainHead("ethereum", number, f"0xethereum{number}", "0x", T0 + number * 12, 0.0))
     assert (track.withdrawals, track.u_total, track.head_number) == before
 
@@ -283,3 +285,25 @@ def test_exchange_wide_scope_key_is_distinct():
 def test_policy_rejects_nonsense(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DetectionPolicy(**kwargs)
+
+
+def test_replacement_block_after_a_reorg_counts_while_redeliveries_do_not(detector):
+    sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
+    sim.run(HOUR)
+    track = detector.exchanges_["okx"].chains["ethereum"]
+    old = track.recent[-1]
+    orphan = replace(sim.withdrawal("okx", "ethereum", old.time, int(old.event_id.split(":")[3])), tx_hash=old.tx,
+                     removed=True, block_number=old.block, block_hash=f"0xethereum{old.block}")
+    assert orphan.event_id == old.event_id
+    detector.on_transfer(orphan)
+    assert track.last is not None and track.last.event_id != old.event_id
+    before = track.withdrawals
+    canonical = replace(sim.withdrawal("okx", "ethereum", old.time, 0), block_number=old.block,
+                        block_hash="0xreplacement")
+    detector.on_transfer(canonical)
+    assert track.withdrawals == before + 1 and track.last is not None and track.last.tx == canonical.tx_hash
+    detector.on_head(ChainHead("ethereum", old.block, "0xreplacement", "0x", old.time, 0.0))
+    assert track.last.u_at is not None, "its gap starts at the replacement block's head"
+    redelivered = replace(canonical, tx_hash="0xagain")  # same block hash as the credited head: a replay
+    detector.on_transfer(redelivered)
+    assert track.withdrawals == before + 1

@@ -1,0 +1,1 @@
+"""Benchmarks: measurements of haltwatch on generated data with known ground truth (not shipped)."""

@@ -1,0 +1,104 @@
+"""Typed calls to one EVM node, retried when the node asks us to slow down or does not answer in time.
+
+Rate limiting (HTTP 429 / -32005 "limit exceeded" / "too many requests") and call timeouts are transient:
+the same call is made again after an exponential, jittered wait (tenacity), a bounded number of times.
+Anything else, and a call that keeps failing, propagates: the connector then reconnects (possibly to
+another endpoint) and reads again from its checkpoint, so giving up here never loses a block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from connectors.evm.blocks import hex_int
+from connectors.evm.rpc import JsonRpcSocket, RpcError, RpcTimeout
+
+DECIMALS_SELECTOR = "0x313ce567"
+"""``decimals()``."""
+
+
+class ChainIdMismatch(RuntimeError):
+    """The node serves another chain than configured: nothing is published from it."""
+
+
+async def check_chain_id(node: NodeClient, chain: str, expected: int | None) -> int:
+    """The node's chain id; a :class:`ChainIdMismatch` when it is not the configured one."""
+    chain_id = await node.chain_id()
+    if expected is not None and chain_id != expected:
+        raise ChainIdMismatch(
+            f"{chain}: node {node.url} serves chain id {chain_id}, configured {expected}; nothing was published from it"
+        )
+    return chain_id
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth the same call again after a wait: rate limited or timed out, not a wrong request."""
+    return isinstance(exc, RpcTimeout) or (isinstance(exc, RpcError) and exc.rate_limited)
+
+
+class NodeClient:
+    """One node connection with retried calls; ``on_retry(reason)`` is told about every retry (metrics)."""
+
+    def __init__(
+        self,
+        rpc: JsonRpcSocket,
+        on_retry: Callable[[str], None] = lambda reason: None,
+        attempts: int = 6,
+        max_wait_s: float = 20.0,
+    ) -> None:
+        self.rpc = rpc
+        self.url = rpc.url
+        self.on_retry = on_retry
+        self.attempts = attempts
+        self.max_wait_s = max_wait_s
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self.on_retry("timeout" if isinstance(exc, RpcTimeout) else "rate_limited")
+
+    async def call(self, method: str, params: list[Any] | None = None) -> Any:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(transient),
+            wait=wait_exponential_jitter(initial=0.25, max=self.max_wait_s),
+            stop=stop_after_attempt(self.attempts),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self.rpc.call(method, params)
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    async def block_number(self) -> int:
+        return hex_int(await self.call("eth_blockNumber"), "eth_blockNumber")
+
+    async def chain_id(self) -> int:
+        return hex_int(await self.call("eth_chainId"), "eth_chainId")
+
+    async def block_by_number(self, number: int, full: bool = True) -> Any:
+        return await self.call("eth_getBlockByNumber", [hex(number), full])
+
+    async def block_hash(self, number: int) -> str | None:
+        """The node's canonical hash at a height, None when it has no block there."""
+        block = await self.block_by_number(number, full=False)
+        if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
+            return None
+        return str(block["hash"]).lower()
+
+    async def logs(self, flt: dict[str, Any]) -> Any:
+        return await self.call("eth_getLogs", [flt])
+
+    async def receipt(self, tx_hash: str) -> Any:
+        return await self.call("eth_getTransactionReceipt", [tx_hash])
+
+    async def decimals(self, token: str) -> int:
+        """A token's ``decimals()``, or -1 when it has none we can read (non-standard tokens exist)."""
+        try:
+            result = await self.call("eth_call", [{"to": token, "data": DECIMALS_SELECTOR}, "latest"])
+        except RpcError:
+            return -1
+        value = int(result, 16) if isinstance(result, str) and len(result) == 66 else -1
+        return value if 0 <= value <= 255 else -1
