@@ -83,3 +83,28 @@ def test_block_missing_header_fields_is_malformed(recorded, labels, field):
     block = {k: v for k, v in recorded["block"].items() if k != field}
     with pytest.raises(MalformedBlock, match="block header"):
         parse(recorded, labels, block=block)
+
+
+def test_rotation_watch_sees_unlabelled_transfers_and_its_suggestion_rides_with_the_block(recorded, labels):
+    from connectors.rotation import RotationWatch
+
+    cold = labels.wallets("ethereum")[2].address
+    fresh = "0x" + "ee" * 20
+    watch = RotationWatch("ethereum", lambda: labels, {NATIVE_ASSET: 10**18}, min_recipients=3, clock=lambda: 5.0)
+
+    def block(number: int, txs: list[tuple[str, str, int]]) -> dict:
+        base = dict(recorded["block"], number=hex(number), hash=f"0x{number:064x}")
+        base["transactions"] = [
+            {"hash": f"0x{number:060x}{i:04x}", "from": src, "to": dst, "value": hex(value)}
+            for i, (src, dst, value) in enumerate(txs)
+        ]
+        return base
+
+    funding = parse_block("ethereum", block(1, [(cold, fresh, 5 * 10**18)]), [], set(), labels, lambda t: 6, 1.0,
+                          rotation=watch)
+    assert funding.transfers == [] and funding.suggestions == []  # cold to outside: not a withdrawal
+    payouts = [(fresh, "0x" + f"{i:02x}" * 20, 10**17) for i in range(1, 4)]
+    parsed = parse_block("ethereum", block(2, payouts), [], set(), labels, lambda t: 6, 2.0, rotation=watch)
+    assert parsed.transfers == []  # the fresh wallet is not labelled: nothing counts as a withdrawal yet
+    (suggestion,) = parsed.suggestions
+    assert (suggestion.exchange, suggestion.address, suggestion.funded_by) == ("demo-exchange", fresh, cold)
