@@ -12,13 +12,14 @@ the test checks exactly that bound rather than pretending Kafka gives exactly-on
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from connectors.publisher import ensure_topics
 from haltwatch.evm_token import transfer_calldata
-from haltwatch.local import free_port
+from haltwatch.local import OutageWatcher, PipelineProcesses, free_port
 from haltwatch.traffic import NO_RETURN_TOKEN_ADDRESS, TOKEN_ADDRESS, BlockPlayed, ExchangePlayer, Phase
 from schemas.records import TransferEvent
 from schemas.topics import Topics
@@ -110,30 +111,47 @@ def test_sigkill_and_restart_lose_nothing(kafka: str, anvil: str, run_dir: Path)
 
 
 def test_dropped_websocket_reconnects_and_backfills(kafka: str, anvil: str, run_dir: Path) -> None:
+    """Cuts and a refused node mid-stream: nothing missing, and a warm detector sees no outage in the gap."""
     player, labels, topics, prefix = setup(kafka, anvil, run_dir, "drop", 43)
     port = free_port()
+    worker = PipelineProcesses(run_dir / "worker", kafka, anvil, labels, prefix)
+    watcher = OutageWatcher(kafka, topics)
+    warmup = 330  # an hour of chain time: past the detector's warm-up, so silence would be seen
     with TcpProxy("127.0.0.1", int(anvil.rsplit(":", 1)[1])) as proxy:
         connector = ConnectorProcess(run_dir, kafka, prefix, [proxy.url], labels, extra=["--metrics-port", str(port)])
         first = run(tip(anvil)) + 1
 
         def faults(block: BlockPlayed) -> None:
-            offset = block.number - first
+            offset = block.number - first - warmup
             if offset in (10, 25):
                 proxy.cut()  # the websocket dies mid-stream
             elif offset == 40:
-                proxy.refuse(True)  # the node is unreachable for a while ...
+                proxy.refuse(True)  # the node is unreachable for 30 blocks (6 minutes of chain time) ...
             elif offset == 70:
                 proxy.refuse(False)  # ... and back
 
         try:
+            worker.start_worker()
+            worker.wait_worker_ready()
             connector.start(start_block=first)
-            played = run(player.play([Phase("steady", 90, 2.0)], on_block=faults))
+            played = run(player.play([Phase("steady", warmup + 90, 2.0)], on_block=faults))
             last = played[-1].number
             connector.wait_published(last, timeout_s=90)
             assert proxy.cuts >= 3 and proxy.connections >= 3
             assert metric(port, "haltwatch_connector_reconnects_total") >= 3
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                s["head_number"] >= last for s in worker.api("/detector")
+            ):
+                time.sleep(0.5)
+            (state,) = worker.api("/detector")
+            assert state["head_number"] >= last and state["withdrawals_seen"] >= 50, state
+            time.sleep(2)
+            assert watcher.events == [], "the detector must not take our own lost feed for a halt"
         finally:
+            watcher.close()
             connector.stop()
+            worker.stop()
     assert_complete(kafka, topics, anvil, player.hot, first, last)
 
 
