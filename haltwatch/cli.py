@@ -250,5 +250,52 @@ def demo(
     raise typer.Exit(run_demo(scenario, keep_running))
 
 
+operator_cli.register(app)
+
+
+def hoist_config(argv: list[str]) -> list[str]:
+    """Accept ``--config FILE`` after the command too (``haltwatch worker --config f.toml``): it is an option
+    of ``haltwatch`` itself, so it moves to the front."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return [arg, argv[i + 1], *argv[:i], *argv[i + 2:]]
+        if arg.startswith("--config="):
+            return [arg, *argv[:i], *argv[i + 1:]]
+    return argv
+
+
+@app.command()
+def backtest(
+    input_path: Annotated[
+        Path, typer.Option("--input", exists=True, dir_okay=False, help="Events as on the topics: JSONL or JSONL.gz.")
+    ],
+    output_path: Annotated[Path, typer.Option("--output", help="Where to write the detector's outputs (JSONL).")],
+    false_alarms: Annotated[float, typer.Option(help="False alarms allowed per exchange per budget period.")] = 1.0,
+    budget_days: Annotated[float, typer.Option(help="Length of the false-alarm budget period, days.")] = 90.0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Replay a file of transfer events and chain heads through the same detector the worker runs."""
+    import dataclasses
+
+    from streams.detection import DetectionPolicy
+    from streams.detection.backtest import BacktestError, run_backtest
+
+    try:
+        policy = DetectionPolicy(false_alarms_per_exchange=false_alarms, budget_days=budget_days)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        summary = run_backtest(input_path, output_path, policy, progress=progress and not as_json)
+    except BacktestError as exc:
+        typer.echo(f"backtest failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(orjson.dumps(dataclasses.asdict(summary), default=str).decode())
+    else:
+        typer.echo(summary.format())
+
+
 def main() -> None:
-    app()
+    secrets.install()
+    app(args=hoist_config(sys.argv[1:]), prog_name="haltwatch")

@@ -40,8 +40,10 @@ class SeasonalRate:
     total_exposure: float = 0.0
     decayed_at_hour: int = -1
     half_life_h: float = 14 * 24
-    pseudo_events: float = 8.0
-    _cache: dict[int, float] = field(default_factory=dict)
+    prior_hours: float = 2.0
+    """Each hour-of-week, hour-of-day (and, times 3, weekday) estimate counts this many hours of the rate
+    above it as prior data."""
+    _cache: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def _decay_to(self, t: int) -> None:
         hour = t // HOUR
@@ -73,23 +75,57 @@ class SeasonalRate:
         """Withdrawals per second over all hours (no seasonality)."""
         return self.total_events / self.total_exposure if self.total_exposure > 0 else 0.0
 
+    @staticmethod
+    def _factor(events: float, exposure: float, overall: float, prior_s: float) -> float:
+        """A bin's rate relative to the overall rate, blended with ``prior_s`` seconds of the overall rate.
+
+        The prior is measured in time, not events, so that minutes of unusual data (a degradation that has
+        not been detected yet, in an hour never seen before) cannot outweigh hours of normal behaviour.
+        """
+        return (events + overall * prior_s) / ((exposure + prior_s) * overall)
+
     def at(self, t: int) -> float:
-        """Expected withdrawals per second at chain time ``t``."""
+        """Expected withdrawals per second at chain time ``t``.
+
+        Hour of day and day of week are learned as separate factors (each from every day, or every hour,
+        pooled: a weekend shows itself after one weekend day), and each hour of the week is then shrunk
+        toward their product.
+        """
         h = hour_of_week(t)
         cached = self._cache.get(h)
         if cached is not None:
-            return cached
+            return cached[0]
         overall = self.overall()
         if overall <= 0:
             return 0.0
-        k = self.pseudo_events
-        hod = h % 24
-        day_events = sum(self.events_w[hod + 24 * d] for d in range(7))
-        day_exposure = sum(self.exposure_w[hod + 24 * d] for d in range(7))
-        hod_rate = (day_events + k) / (day_exposure + k / overall)
-        rate = (self.events_w[h] + k) / (self.exposure_w[h] + k / hod_rate)
-        self._cache[h] = rate
+        hod, dow = h % 24, h // 24
+        hod_events = sum(self.events_w[hod + 24 * d] for d in range(7))
+        hod_exposure = sum(self.exposure_w[hod + 24 * d] for d in range(7))
+        day = slice(24 * dow, 24 * dow + 24)
+        dow_events = sum(self.events_w[day])
+        dow_exposure = sum(self.exposure_w[day])
+        prior = (
+            overall
+            * self._factor(hod_events, hod_exposure, overall, self.prior_hours * HOUR)
+            * self._factor(dow_events, dow_exposure, overall, 3 * self.prior_hours * HOUR)
+        )
+        rate = prior * self._factor(self.events_w[h], self.exposure_w[h], prior, self.prior_hours * HOUR)
+        self._cache[h] = (rate, min(hod_events, dow_events))
         return rate
+
+    def hours_seen_elsewhere(self, t: int) -> float:
+        """Hours of exposure at this hour of day on other days (the current hour-of-week bin excluded)."""
+        h = hour_of_week(t)
+        hod = h % 24
+        return sum(self.exposure_w[hod + 24 * d] for d in range(7) if hod + 24 * d != h) / HOUR
+
+    def support(self, t: int) -> float:
+        """How many past withdrawals back the rate at ``t`` (the fewer of its hour-of-day and weekday)."""
+        h = hour_of_week(t)
+        if h not in self._cache:
+            self.at(t)
+        cached = self._cache.get(h)
+        return cached[1] if cached is not None else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,11 +134,26 @@ class SeasonalRate:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], half_life_h: float, pseudo_events: float) -> SeasonalRate:
+    def from_dict(cls, data: dict[str, Any], half_life_h: float, prior_hours: float) -> SeasonalRate:
         return cls(
             array("d", data["ew"]), array("d", data["xw"]), data["te"], data["tx"], data["dh"],
-            half_life_h, pseudo_events,
+            half_life_h, prior_hours,
         )
+
+
+def uncertain(nats: float, shape: float) -> float:
+    """Evidence ``nats`` of a gap under a sure rate, discounted for a rate known only to Gamma ``shape``."""
+    return nats if math.isinf(shape) else shape * math.log1p(nats / shape)
+
+
+def cautious_share(shape: float, z: float = 1.645) -> float:
+    """The lower ``z``-sigma quantile of a Gamma(shape, shape) rate factor (Wilson-Hilferty).
+
+    Scaling an expected count by it gives the count the rate test can rely on: about 0.63 for a rate known
+    to a shape of 16, 0.84 for 100.
+    """
+    c = 1.0 / (9.0 * shape)
+    return max(0.0, 1.0 - c - z * math.sqrt(c)) ** 3
 
 
 @dataclass(slots=True)
@@ -137,11 +188,17 @@ class GapTail:
             self.excess += u - 1.0
         self._refit()
 
-    def survival_log(self, u: float) -> float:
-        """-ln P(gap > u): the evidence, in nats, that a gap of ``u`` expected withdrawals is not normal."""
+    def survival_log(self, u: float, shape: float = math.inf) -> float:
+        """-ln P(gap > u): the evidence, in nats, that a gap of ``u`` expected withdrawals is not normal.
+
+        ``shape`` is how sure the rate behind ``u`` is (a Gamma shape: about the number of withdrawals that
+        back it). With a sure rate the tail is exponential; with an unsure one it is the Lomax tail of a
+        Gamma-mixed rate, ``shape * ln(1 + beta * (u - 1) / shape)``, so an hour the model has rarely seen
+        needs a much longer gap before it is called implausible.
+        """
         if u <= 1.0:
             return -math.log(1.0 - (1.0 - self.p1) * u) if u > 0 else 0.0
-        return -math.log(self.p1) + self.beta * (u - 1.0)
+        return -math.log(self.p1) + uncertain(self.beta * (u - 1.0), shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {"g": self.gaps, "e": self.exceeding, "x": self.excess}

@@ -38,12 +38,14 @@ from schemas.records import (
     OutageState,
     TransferEvent,
 )
-from streams.detection.baseline import GapTail, SeasonalRate
+from streams.detection.baseline import GapTail, SeasonalRate, cautious_share, uncertain
 from streams.detection.clock import Clock
 from streams.detection.correlation import IncidentCorrelator
 from streams.detection.policy import DetectionPolicy
 
 Output = OutageEvent | CorrelatedIncident
+DEGRADED_MIN_PAYOUTS = 2
+"""Payouts that must have come during a rate collapse for it to be "degraded" rather than a silence."""
 HASH_MEMORY = 512
 """Credited heights per chain whose hashes are remembered (deeper than any reorg the connectors undo)."""
 EXCHANGE_WIDE = "*"
@@ -99,6 +101,8 @@ class ChainTrack:
     tainted: bool = False
     """An incident touched the current gap: it must not be learned as normal."""
     drop: float = 0.0
+    drop_payouts: int = 0
+    """Payouts seen since ``drop`` last left zero: a collapse with payouts is degraded, without them a silence."""
     incident: Incident | None = None
     warm: bool = False
     """Past warm-up (enough withdrawals and exposure); once warm, always warm."""
@@ -158,7 +162,7 @@ class OutageDetector:
         track = exchange.chains.get(chain)
         if track is None:
             rate = SeasonalRate(half_life_h=self.policy.seasonal_half_life_h,
-                                pseudo_events=self.policy.seasonal_pseudo_events)
+                                prior_hours=self.policy.seasonal_prior_hours)
             track = exchange.chains[chain] = ChainTrack(chain, rate)
         return track
 
@@ -200,17 +204,21 @@ class OutageDetector:
         c.pending_events += 1
         c.recent.append(Withdrawal(event_id, event.block_number, t, event.tx_hash, None))
         del c.recent[: -self.policy.recent_withdrawals]
-        if c.tail.gaps > 0:
+        if c.tail.gaps > 0 and c.drop > 0:
+            c.drop_payouts += 1
             c.drop = max(0.0, c.drop - c.tail.beta * self._ln_rho)
+            if c.drop == 0.0:
+                c.drop_payouts = 0
+        was_disturbed = self._disturbed(ex, c)
         out += self._payout_seen(ex, c.incident, c, event, scope_chain=event.chain)
         out += self._payout_seen(ex, ex.incident, c, event, scope_chain=EXCHANGE_WIDE)
         if c.incident is not None and c.incident.state is OutageState.RESOLVED:
             c.incident = None
-            c.drop = 0.0
         if ex.incident is not None and ex.incident.state is OutageState.RESOLVED:
             ex.incident = None
+        if was_disturbed and not self._disturbed(ex, c):
             for track in ex.chains.values():
-                track.drop = 0.0
+                track.drop, track.drop_payouts = 0.0, 0  # an outage just ended: the rate test starts afresh
         if self._disturbed(ex, c):
             c.tainted = True  # the gap this payout starts belongs to the incident too
         if ex.last_time is None or t >= ex.last_time:
@@ -300,9 +308,13 @@ class OutageDetector:
             else:
                 c.pending.append([float(head.block_time), float(seconds)])
             if c.tail.gaps > 0 and self._warm(c):
-                owed = c.tail.beta * c.rate.at(head.block_time) * seconds * (1 - self.policy.degraded_ratio)
-                if c.incident is None and ex.incident is None:
-                    c.drop += owed
+                # the rate test counts only the payouts the rate surely owes: an overestimated rate (an
+                # unseen weekday, drift) must not read as a collapse
+                sure = cautious_share(self._shape(c, head.block_time))
+                owed = c.tail.beta * c.rate.at(head.block_time) * seconds * sure * (1 - self.policy.degraded_ratio)
+                known = c.rate.hours_seen_elsewhere(head.block_time) >= self.policy.degraded_min_hours
+                if known and not self._disturbed(ex, c):
+                    c.drop += owed  # a mere suspicion does not stop the rate test; an unknown hour does
                 elif c.incident is not None and c.incident.state is OutageState.DEGRADED:
                     c.incident.recover = max(0.0, c.incident.recover - owed)
             credited = True
@@ -331,6 +343,10 @@ class OutageDetector:
         c.pending = []
         c.pending_events = 0
         c.tainted = False
+
+    def _shape(self, c: ChainTrack, t: int) -> float:
+        """How sure the rate at ``t`` is, as a Gamma shape: prior plus the withdrawals that back it."""
+        return min(self.policy.rate_prior_shape + c.rate.support(t), self.policy.rate_max_shape)
 
     @staticmethod
     def _disturbed(ex: ExchangeTrack, c: ChainTrack) -> bool:
@@ -366,7 +382,7 @@ class OutageDetector:
         open_at = self._threshold(gaps, tests)
         suspect_at = open_at - math.log(self.policy.suspect_factor)
         u = c.gap_u()
-        evidence = c.tail.survival_log(u)
+        evidence = c.tail.survival_log(u, self._shape(c, head.block_time))
         inc = c.incident
         exchange_wide = ex.incident is not None and ex.incident.state is not OutageState.DEGRADED
         ctx = _Context(ex.exchange, [c.chain], c.rate.at(head.block_time) * 3600, u, evidence,
@@ -379,7 +395,7 @@ class OutageDetector:
                 c.tainted = state is OutageState.OPEN
                 c.incident = self._start(ctx, state, c.last.time, c.last.tx, c.chain, c.chain)
                 return [c.incident.last]
-            if c.drop >= open_at:
+            if c.drop >= open_at and c.drop_payouts >= DEGRADED_MIN_PAYOUTS:
                 c.tainted = True
                 anchor = f"degraded:{head.number}"
                 c.incident = self._start(ctx, OutageState.DEGRADED, head.block_time, c.last.tx, c.chain, c.chain,
@@ -402,7 +418,7 @@ class OutageDetector:
             if snap is None or (c.incident is not None and c.incident.state is not OutageState.SUSPECTED):
                 continue  # a chain already known to be down is not evidence about the others
             u = c.u_total - snap
-            share = c.tail.beta * u
+            share = uncertain(c.tail.beta * u, self._shape(c, head.block_time))
             evidence += share
             expected += u
             largest = max(largest, share)
@@ -434,7 +450,8 @@ class OutageDetector:
             return [self._next(inc, ctx, OutageState.OPEN)]
         if state is OutageState.DEGRADED and c is not None:
             # while degraded, only a gap implausible even at the collapsed rate is a halt
-            if c.tail.survival_log(c.gap_u() * self.policy.degraded_ratio) >= open_at:
+            shape = self._shape(c, ctx.at)
+            if c.tail.survival_log(c.gap_u() * self.policy.degraded_ratio, shape) >= open_at:
                 inc.resume_count, inc.resume_time = 0, None
                 return [self._next(inc, ctx, OutageState.OPEN)]
             return []
@@ -455,7 +472,7 @@ class OutageDetector:
         if inc.state is OutageState.DEGRADED:
             inc.recover = max(0.0, inc.recover + c.tail.beta * self._ln_rho)
             c.drop = 0.0
-            if inc.recover >= math.log(100.0):
+            if inc.recover >= self.policy.recovery_nats:
                 return [self._resolve(inc, t, "payout rate back to normal", resolved_at=t)]
             return []
         if inc.state is OutageState.OPEN:
@@ -600,7 +617,8 @@ def _export(ex: ExchangeTrack) -> dict[str, Any]:
                 "rate": c.rate.to_dict(), "tail": c.tail.to_dict(), "head": [c.head_number, c.head_time, c.interval_s],
                 "u": c.u_total, "recent": [[w.event_id, w.block, w.time, w.tx, w.u_at] for w in c.recent],
                 "n": [c.withdrawals, c.exposure_s, c.pending_events, c.warm], "pending": c.pending,
-                "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": c.drop, "incident": incident(c.incident),
+                "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": [c.drop, c.drop_payouts],
+                "incident": incident(c.incident),
             }
             for name, c in ex.chains.items()
         },
@@ -622,7 +640,7 @@ def _restore(exchange: str, data: dict[str, Any], policy: DetectionPolicy) -> Ex
     for name, d in data["chains"].items():
         c = ChainTrack(
             name,
-            SeasonalRate.from_dict(d["rate"], policy.seasonal_half_life_h, policy.seasonal_pseudo_events),
+            SeasonalRate.from_dict(d["rate"], policy.seasonal_half_life_h, policy.seasonal_prior_hours),
             GapTail.from_dict(d["tail"]),
         )
         c.head_number, c.head_time, c.interval_s = d["head"]
@@ -632,7 +650,7 @@ def _restore(exchange: str, data: dict[str, Any], policy: DetectionPolicy) -> Ex
         c.pending = [list(p) for p in d["pending"]]
         c.pending_ids = set(d["ids"])
         c.tainted = d["tainted"]
-        c.drop = d["drop"]
+        c.drop, c.drop_payouts = d["drop"]
         c.incident = incident(d["incident"])
         ex.chains[name] = c
     return ex

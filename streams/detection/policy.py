@@ -20,8 +20,15 @@ class DetectionPolicy:
     budget_days: float = 90.0
     suspect_factor: float = 20.0
     """``suspected`` is reported when the evidence is this many times weaker than ``open`` needs."""
-    degraded_ratio: float = 0.2
-    """The rate drop the degraded test is tuned for (payouts at 20% of normal)."""
+    degraded_ratio: float = 0.1
+    """The rate drop the degraded test is tuned for (payouts at 10% of normal). A low design point keeps
+    the test quiet when the rate is merely overestimated (a first weekend, batch bursts)."""
+    recovery_nats: float = 9.0
+    """Evidence that a degraded payout rate is back to normal before the incident resolves (a couple of
+    payouts close together at the collapsed rate must not end it)."""
+    degraded_min_hours: float = 0.75
+    """The degraded test runs only at an hour of the day already seen on other days: a daily trough the
+    model has not met yet (up to 3x below the mean) is not a rate collapse."""
     warmup_withdrawals: int = 50
     warmup_exposure_s: int = 3600
     max_block_credit_s: int = 120
@@ -37,8 +44,12 @@ class DetectionPolicy:
     rotation_window_s: int = 3 * 86_400
     """A likely hot-wallet rotation this recent (before the silence began) lowers an outage's confidence."""
     rotation_confidence_factor: float = 0.5
+    rate_prior_shape: float = 16.0
+    """How sure a rate is with no data for its weekday or hour (Gamma shape: rate known to ~1/sqrt = 25%)."""
+    rate_max_shape: float = 100.0
+    """How sure a rate can ever be (10%): exchanges drift, so evidence is never read as if rates were exact."""
     seasonal_half_life_h: float = 14 * 24
-    seasonal_pseudo_events: float = 8.0
+    seasonal_prior_hours: float = 2.0
     recent_withdrawals: int = 8
     """How many recent withdrawals each (exchange, chain) remembers, to undo reorged ones."""
 
