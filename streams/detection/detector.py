@@ -88,6 +88,7 @@ class ChainTrack:
     tail: GapTail = field(default_factory=GapTail)
     head_number: int = -1
     head_time: int | None = None
+    head_hash: str = ""
     interval_s: float | None = None
     """Typical block interval of the chain (moving average of normal intervals)."""
     u_total: float = 0.0
@@ -289,9 +290,12 @@ class OutageDetector:
                 if w.block <= head.number:
                     w.u_at = c.u_total
             return False
-        consecutive = c.head_number >= 0 and head.number == c.head_number + 1
+        # consecutive: the next height, or (Solana skips slots) a block whose parent is the last credited one
+        consecutive = c.head_number >= 0 and (
+            head.number == c.head_number + 1 or (bool(c.head_hash) and head.parent_hash == c.head_hash)
+        )
         prev_time = c.head_time
-        c.head_number, c.head_time = head.number, head.block_time
+        c.head_number, c.head_time, c.head_hash = head.number, head.block_time, head.hash
         c.pending_ids.clear()
         credited = False
         if consecutive and prev_time is not None and head.block_time > prev_time:
@@ -614,7 +618,8 @@ def _export(ex: ExchangeTrack) -> dict[str, Any]:
         "suggestions": {chain: encode(sg).decode() for chain, sg in ex.suggestions.items()},
         "chains": {
             name: {
-                "rate": c.rate.to_dict(), "tail": c.tail.to_dict(), "head": [c.head_number, c.head_time, c.interval_s],
+                "rate": c.rate.to_dict(), "tail": c.tail.to_dict(),
+                "head": [c.head_number, c.head_time, c.interval_s, c.head_hash],
                 "u": c.u_total, "recent": [[w.event_id, w.block, w.time, w.tx, w.u_at] for w in c.recent],
                 "n": [c.withdrawals, c.exposure_s, c.pending_events, c.warm], "pending": c.pending,
                 "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": [c.drop, c.drop_payouts],
@@ -643,7 +648,7 @@ def _restore(exchange: str, data: dict[str, Any], policy: DetectionPolicy) -> Ex
             SeasonalRate.from_dict(d["rate"], policy.seasonal_half_life_h, policy.seasonal_prior_hours),
             GapTail.from_dict(d["tail"]),
         )
-        c.head_number, c.head_time, c.interval_s = d["head"]
+        c.head_number, c.head_time, c.interval_s, c.head_hash = d["head"]
         c.u_total = d["u"]
         c.recent = [Withdrawal(*w) for w in d["recent"]]
         c.withdrawals, c.exposure_s, c.pending_events, c.warm = d["n"]

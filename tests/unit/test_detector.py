@@ -311,3 +311,17 @@ def test_replacement_block_after_a_reorg_counts_while_redeliveries_do_not(detect
     redelivered = replace(canonical, tx_hash="0xagain")  # same block hash as the credited head: a replay
     detector.on_transfer(redelivered)
     assert track.withdrawals == before + 1
+
+
+def test_skipped_slots_are_credited_when_the_parent_links(detector):
+    sim = Sim(detector, {"solana": 12}, {("okx", "solana"): 360})
+    sim.run(HOUR)
+    track = detector.exchanges_["okx"].chains["solana"]
+    n, before = sim.numbers["solana"], track.u_total
+    skipped = ChainHead("solana", n + 3, "0xafter-skip", f"0xsolana{n}", sim.now + 12, 0.0)  # slots n+1, n+2 skipped
+    detector.on_head(skipped)
+    assert track.u_total > before, "a skipped slot is neither a gap in our data nor a stall"
+    lost = ChainHead("solana", n + 10, "0xlost", "0xsomething-we-never-saw", sim.now + 100, 0.0)
+    credited = track.u_total
+    detector.on_head(lost)
+    assert track.u_total == credited, "a parent we never saw means missing data: no credit"
