@@ -29,6 +29,7 @@ test: setup
 	bash infra/kafka.sh install
 	bash infra/anvil.sh install
 	bash infra/clickhouse.sh install
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	docker-compose config -q

@@ -8,6 +8,10 @@ Label files are TOML, one ``[[wallet]]`` table per address, so each fact can car
     address = "0x6cC5F688a315f3dC28A7781717a9A798a59fDA7b"   # mixed case must pass EIP-55
     role = "hot"                     # hot | cold | deposit: only hot wallets pay out withdrawals
     source = "Etherscan label 'OKX'" # where the fact comes from (free text, kept in the registry)
+    # family = "solana"              # optional: only for a non-EVM chain whose name does not say it
+
+Addresses are checked per chain family (:mod:`connectors.family`): EIP-55 for EVM chains, base58 for
+Solana (case-sensitive), bech32 / base58check for Bitcoin, base58check ``T…`` (or hex ``41…``) for Tron.
 
 Several files (or folders of ``*.toml`` files, read in name order) merge in order:
 
@@ -29,7 +33,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from connectors.addresses import AddressError
 from connectors.eip55 import checksum_error
+from connectors.family import ChainFamily, canonical_address, family_of, lookup_key, parse_family
 from schemas.records import Direction
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,8 @@ class Wallet:
     source: str
     origin: str = ""
     """The file the entry was read from (empty for wallets built in code)."""
+    family: ChainFamily = ChainFamily.EVM
+    """How the chain's addresses are written (and so matched)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +76,7 @@ class Classification:
 
 
 def normalize_address(chain_family: str, address: str) -> str:
-    """Canonical form used for lookups: lower-case hex for EVM chains."""
+    """Canonical form used for lookups: lower-case hex for EVM chains; see :mod:`connectors.addresses`."""
     if chain_family == "evm":
         if not _EVM_ADDRESS.match(address):
             raise LabelError(f"not an EVM address (0x + 40 hex digits): {address!r}")
@@ -76,7 +84,10 @@ def normalize_address(chain_family: str, address: str) -> str:
         if problem is not None:
             raise LabelError(problem)
         return address.lower()
-    return address
+    try:
+        return canonical_address(parse_family(chain_family), address)
+    except (AddressError, ValueError) as exc:
+        raise LabelError(f"not a {chain_family} address: {address!r} ({exc})") from None
 
 
 class LabelRegistry:
@@ -85,6 +96,7 @@ class LabelRegistry:
     def __init__(self, wallets: Iterable[Wallet] = ()) -> None:
         self._by_chain: dict[str, dict[str, Wallet]] = {}
         self._address_sets: dict[str, frozenset[str]] = {}
+        self._families: dict[str, ChainFamily] = {}
         self.files: tuple[Path, ...] = ()
         """The label files this registry was read from, in merge order."""
         for wallet in wallets:
@@ -92,6 +104,10 @@ class LabelRegistry:
 
     def add(self, wallet: Wallet, origin: str) -> None:
         """Add or override one wallet; moving an address to another exchange is a :class:`LabelError`."""
+        family = self._families.setdefault(wallet.chain, wallet.family)
+        if family is not wallet.family:
+            raise LabelError(f"{origin}: {wallet.address} says chain {wallet.chain!r} is {wallet.family.value}, "
+                             f"but earlier entries made it {family.value}")
         table = self._by_chain.setdefault(wallet.chain, {})
         existing = table.get(wallet.address)
         if existing is not None and existing.exchange != wallet.exchange:
@@ -124,8 +140,12 @@ class LabelRegistry:
     def exchanges(self, chain: str) -> set[str]:
         return {w.exchange for w in self._by_chain.get(chain, {}).values()}
 
+    def family(self, chain: str) -> ChainFamily | None:
+        """The family of a labelled chain (None when no wallet of it is labelled)."""
+        return self._families.get(chain)
+
     def addresses(self, chain: str) -> frozenset[str]:
-        """Every labelled address of a chain (lower case); cached, as the connector asks once per block."""
+        """Every labelled address of a chain (canonical form: lower case for EVM); cached, asked once per block."""
         cached = self._address_sets.get(chain)
         if cached is None:
             cached = self._address_sets[chain] = frozenset(self._by_chain.get(chain, {}))
@@ -135,7 +155,11 @@ class LabelRegistry:
         return sum(len(table) for table in self._by_chain.values())
 
     def lookup(self, chain: str, address: str) -> Wallet | None:
-        return self._by_chain.get(chain, {}).get(address.lower())
+        """The wallet at an address as a node writes it (EVM: any case; base58 chains: exact)."""
+        table = self._by_chain.get(chain)
+        if table is None:
+            return None
+        return table.get(lookup_key(self._families.get(chain, ChainFamily.EVM), address))
 
     def classify(self, chain: str, sender: str, recipient: str) -> list[Classification]:
         """Every exchange's view of a transfer; empty when no exchange is involved in a way that counts.
@@ -168,8 +192,12 @@ def expand_label_paths(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_label_file(path: Path, chain_family: str = "evm") -> list[Wallet]:
-    """Read and validate one TOML label file."""
+def load_label_file(path: Path, chain_family: str | None = None) -> list[Wallet]:
+    """Read and validate one TOML label file.
+
+    Each entry's address is checked as an address of its chain's family: the entry's ``family`` field, else
+    what the chain name implies (:func:`connectors.family.family_of`); ``chain_family`` forces one for all.
+    """
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -189,21 +217,45 @@ def load_label_file(path: Path, chain_family: str = "evm") -> list[Wallet]:
             role = Role(entry["role"])
         except ValueError:
             raise LabelError(f"{where}: role must be one of {[r.value for r in Role]}, got {entry['role']!r}") from None
-        try:
-            address = normalize_address(chain_family, entry["address"])
-        except LabelError as exc:
-            raise LabelError(f"{where}: {exc}") from None
         exchange = entry["exchange"].strip().lower()
         if not exchange:
             raise LabelError(f"{where}: exchange must not be empty")
         chain = entry["chain"].strip().lower()
         if not chain:
             raise LabelError(f"{where}: chain must not be empty")
+        try:
+            family = _entry_family(entry, chain, chain_family)
+            address = normalize_address(family.value, entry["address"])
+        except LabelError as exc:
+            raise LabelError(f"{where}: {exc}{_family_hint(entry, chain, chain_family)}") from None
         source = entry.get("source", path.name)
         if not isinstance(source, str):
             raise LabelError(f"{where}: source must be text, got {source!r}")
-        wallets.append(Wallet(exchange, chain, address, role, source, origin=str(path)))
+        wallets.append(Wallet(exchange, chain, address, role, source, origin=str(path), family=family))
     return wallets
+
+
+def _family_hint(entry: dict[str, object], chain: str, forced: str | None) -> str:
+    """Why a non-0x address on a chain taken as EVM failed: most likely the family was not said."""
+    address = entry.get("address")
+    if forced is not None or "family" in entry or family_of(chain) is not ChainFamily.EVM:
+        return ""
+    if isinstance(address, str) and address.startswith("0x"):
+        return ""
+    return (f" (chain {chain!r} is taken as EVM: name it solana/bitcoin/tron or solana-… etc., or add "
+            'family = "solana" | "bitcoin" | "tron" to the entry)')
+
+
+def _entry_family(entry: dict[str, object], chain: str, forced: str | None) -> ChainFamily:
+    declared = entry.get("family", forced)
+    if declared is None:
+        return family_of(chain)
+    if not isinstance(declared, str):
+        raise LabelError(f"family must be text, got {declared!r}")
+    try:
+        return parse_family(declared)
+    except ValueError as exc:
+        raise LabelError(str(exc)) from None
 
 
 def describe(wallets: Sequence[Wallet]) -> str:

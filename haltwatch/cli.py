@@ -1,21 +1,53 @@
 """The ``haltwatch`` command: one entry point for the connector, the worker, queries and the demo.
 
 Every option can also be set by an environment variable (shown in ``--help``), which is how
-docker-compose configures the services.
+docker-compose configures the services, or in a TOML file given with ``--config`` / ``HALTWATCH_CONFIG``
+(``haltwatch/config.py``): command line, then environment, then file, then default. Every command runs
+with secrets redacted from its logs and errors (``haltwatch/secrets.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
 
+from haltwatch import operator_cli, secrets
+from haltwatch.secrets import redact
 from schemas.topics import Topics
 
-app = typer.Typer(help="Detect crypto-exchange withdrawal halts from on-chain data.", no_args_is_help=True)
+app = typer.Typer(
+    help="Detect crypto-exchange withdrawal halts from on-chain data.\n\n"
+         "Settings come from, first match wins: the command line, the HALTWATCH_* environment variable shown "
+         "in each command's --help, the --config TOML file (top-level keys for every command, [COMMAND] "
+         "sections for one; `haltwatch config` shows what applies), then the defaults.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals hold node URLs with API keys and database passwords
+)
+VerboseOpt = Annotated[bool, typer.Option(help="Debug logging.")]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="HALTWATCH_CONFIG", help="TOML settings file; checked in full at start.",
+                     dir_okay=False),
+    ] = None,
+) -> None:
+    if config is not None:
+        from haltwatch.config import ConfigError, load_config
+
+        try:
+            ctx.default_map = load_config(config, ctx.command)
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
 
 KafkaOpt = Annotated[str, typer.Option(envvar="HALTWATCH_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")]
 PrefixOpt = Annotated[str, typer.Option(envvar="HALTWATCH_TOPIC_PREFIX", help="Prefix of every topic name.")]
@@ -37,18 +69,51 @@ def _logging(verbose: bool) -> None:
 @app.command()
 def connect(
     chain: Annotated[str, typer.Option(envvar="HALTWATCH_CHAIN", help="Chain name used in events, e.g. ethereum.")],
-    ws_url: Annotated[
-        list[str],
-        typer.Option(envvar="HALTWATCH_WS_URL", help="Node websocket URL; repeat (or comma-separate) for failover."),
-    ],
     labels: Annotated[
         list[Path],
         typer.Option(envvar="HALTWATCH_LABELS", help="Label file(s) or folder(s), TOML; later files extend earlier."),
     ],
+    ws_url: Annotated[
+        list[str] | None,
+        typer.Option(envvar="HALTWATCH_WS_URL", help="Node websocket URL; repeat (or comma-separate) for failover. "
+                     "EVM: required. Solana: pubsub websocket per --url; Bitcoin: mempool.space-style block "
+                     "push per --url (optional)."),
+    ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(envvar="HALTWATCH_FAMILY", help="evm | solana | bitcoin | tron; default: from the chain name "
+                     "(solana*, bitcoin*, tron*), else evm."),
+    ] = None,
+    url: Annotated[
+        list[str] | None,
+        typer.Option(envvar="HALTWATCH_URL", help="Non-EVM: HTTP(S) endpoint (Solana JSON-RPC, Esplora REST base "
+                     "such as https://mempool.space/api, Tron full-node HTTP API); repeat for failover."),
+    ] = None,
+    commitment: Annotated[
+        str, typer.Option(envvar="HALTWATCH_COMMITMENT", help="Solana: finalized | confirmed.")
+    ] = "finalized",
+    poll_s: Annotated[
+        float | None,
+        typer.Option(envvar="HALTWATCH_POLL_S", min=0.1, help="Non-EVM: seconds without a push before asking the "
+                     "node's head (Tron: the poll interval) [solana 5, bitcoin 30, tron 3]."),
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(envvar="HALTWATCH_HTTP_HEADER", help="Non-EVM: extra HTTP header 'Name: value' (an API key "
+                     "header of a commercial endpoint); repeatable."),
+    ] = None,
+    genesis_hash: Annotated[
+        str | None,
+        typer.Option(envvar="HALTWATCH_GENESIS_HASH", help="Non-EVM: expected genesis hash; an endpoint of another "
+                     "network is refused."),
+    ] = None,
     checkpoint: Annotated[
         Path, typer.Option(envvar="HALTWATCH_CHECKPOINT", help="File holding the last published blocks.")
     ] = Path(".haltwatch/checkpoint.json"),
-    confirmations: Annotated[int, typer.Option(envvar="HALTWATCH_CONFIRMATIONS", min=0)] = 0,
+    confirmations: Annotated[
+        int, typer.Option(envvar="HALTWATCH_CONFIRMATIONS", min=0, help="Blocks to wait before publishing one "
+                          "(0: publish at once and retract on reorgs).")
+    ] = 0,
     start_block: Annotated[
         int | None, typer.Option(envvar="HALTWATCH_START_BLOCK", help="First block when there is no checkpoint.")
     ] = None,
@@ -73,13 +138,16 @@ def connect(
     metrics_port: Annotated[
         int, typer.Option(envvar="HALTWATCH_METRICS_PORT", min=0, help="Prometheus /metrics port; 0 = off.")
     ] = 0,
-    max_frame_mb: Annotated[int, typer.Option(envvar="HALTWATCH_MAX_FRAME_MB", min=1)] = 64,
+    max_frame_mb: Annotated[
+        int, typer.Option(envvar="HALTWATCH_MAX_FRAME_MB", min=1,
+                          help="Largest websocket frame (non-EVM: also HTTP body) accepted, MB.")
+    ] = 64,
     rotation_min_funding: Annotated[
-        int,
+        int | None,
         typer.Option(envvar="HALTWATCH_ROTATION_MIN_FUNDING", min=0,
                      help="Native coins an exchange wallet must send a fresh address to watch it as a possible "
-                          "new hot wallet (0: off)."),
-    ] = 50,
+                          "new hot wallet (0: off) [evm 50, solana 500, bitcoin 10, tron 100000]."),
+    ] = None,
     rotation_min_recipients: Annotated[
         int,
         typer.Option(envvar="HALTWATCH_ROTATION_MIN_RECIPIENTS", min=1,
@@ -88,26 +156,53 @@ def connect(
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
     partitions: PartitionsOpt = 8,
-    verbose: bool = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Follow an EVM chain and publish labelled transfers and chain heads to Kafka (SIGHUP reloads labels)."""
+    """Follow a chain (EVM, Solana, Bitcoin or Tron) and publish labelled transfers and chain heads to Kafka
+    (SIGHUP reloads labels)."""
     from connectors.evm.config import EvmChainConfig
     from connectors.evm.run import parse_tokens, run_connector, split_urls
+    from connectors.family import ChainFamily, family_of, parse_family
     from connectors.labels import LabelError
+    from connectors.run_feed import FeedOptions, feed_for, run_feed
 
     _logging(verbose)
+    try:
+        chosen = parse_family(family) if family else family_of(chain)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--family") from None
+    if chosen is not ChainFamily.EVM:
+        options = FeedOptions(
+            chain, url or [], ws_url or [], confirmations, start_block, genesis_hash, header or [], poll_s,
+            commitment, token or [], reorg_window, max_frame_mb, rotation_min_funding, rotation_min_recipients,
+        )
+        try:
+            feed_class, feed_config = feed_for(chosen, options)
+            code = run_feed(feed_class, feed_config, labels, checkpoint, kafka, Topics(prefix), partitions,
+                            metrics_port)
+        except LabelError as exc:
+            raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
+        except ValueError as exc:
+            raise typer.BadParameter(redact(str(exc))) from None
+        raise typer.Exit(code)
+    if not ws_url:
+        raise typer.BadParameter("an EVM chain needs at least one node websocket URL", param_hint="--ws-url")
+    if url:
+        raise typer.BadParameter(f"{chain} is an EVM chain, followed over --ws-url; --url is for solana, bitcoin "
+                                 "and tron (or say --family)", param_hint="--url")
     try:
         config = EvmChainConfig(
             chain, split_urls(ws_url), confirmations, start_block, chain_id=chain_id,
             tokens=parse_tokens(token or []), reorg_window=reorg_window, lag_blocks=lag_blocks,
             lag_check_s=lag_check_s, max_frame_bytes=max_frame_mb * 1024 * 1024,
-            rotation_min_funding=rotation_min_funding, rotation_min_recipients=rotation_min_recipients,
+            rotation_min_funding=50 if rotation_min_funding is None else rotation_min_funding,
+            rotation_min_recipients=rotation_min_recipients,
         )
         code = run_connector(config, labels, checkpoint, kafka, Topics(prefix), partitions, metrics_port)
     except LabelError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--labels") from None
+        raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(redact(str(exc))) from None
     raise typer.Exit(code)
 
 
@@ -126,11 +221,14 @@ def backfill(
     chain_id: Annotated[int | None, typer.Option(envvar="HALTWATCH_CHAIN_ID", help="Expected eth_chainId.")] = None,
     token: Annotated[list[str] | None, typer.Option(envvar="HALTWATCH_TOKENS", help="ERC-20 contract(s).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    metrics_port: Annotated[int, typer.Option(envvar="HALTWATCH_METRICS_PORT", min=0)] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    metrics_port: Annotated[
+        int, typer.Option(envvar="HALTWATCH_METRICS_PORT", min=0, help="Prometheus /metrics port; 0 = off.")
+    ] = 0,
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
     partitions: PartitionsOpt = 8,
-    verbose: bool = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Publish past blocks like the live connector (events and heads), to pre-warm detection; resumable."""
     from connectors.evm.config import EvmChainConfig
@@ -144,11 +242,17 @@ def backfill(
         result = run_backfill(config, labels, resume, kafka, Topics(prefix), partitions, from_block, to_block,
                               metrics_port, progress)
     except LabelError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--labels") from None
+        raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(redact(str(exc))) from None
     if isinstance(result, int):
         raise typer.Exit(result)
+    if as_json:
+        typer.echo(orjson.dumps({
+            "chain": chain, "from_block": from_block, "to_block": to_block, "blocks": result.blocks,
+            "events": result.events, "seconds": result.seconds, "blocks_per_s": result.blocks_per_s,
+            "events_per_s": result.events_per_s, "checkpoint": str(resume)}).decode())
+        return
     typer.echo(
         f"backfill {chain} {from_block}..{to_block}: {result.blocks} blocks, {result.events} events published in "
         f"{result.seconds:.1f} s ({result.blocks_per_s:.1f} blocks/s, {result.events_per_s:.0f} events/s); "
@@ -163,9 +267,24 @@ def worker(
     partitions: PartitionsOpt = 8,
     clickhouse_url: ClickHouseOpt = None,
     chdb_path: ChdbOpt = Path(".haltwatch/chdb"),
-    web_port: Annotated[int, typer.Option(envvar="HALTWATCH_WEB_PORT")] = 6066,
-    web_host: Annotated[str, typer.Option(envvar="HALTWATCH_WEB_HOST")] = "127.0.0.1",
-    data_dir: Annotated[Path, typer.Option(envvar="HALTWATCH_DATA_DIR")] = Path(".haltwatch/worker"),
+    web_port: Annotated[
+        int, typer.Option(envvar="HALTWATCH_WEB_PORT", min=1, max=65535, help="Port of the status page (/ui), JSON "
+                          "API, /metrics and /health/*.")
+    ] = 6066,
+    web_host: Annotated[
+        str, typer.Option(envvar="HALTWATCH_WEB_HOST", help="Address the web server binds (0.0.0.0: all).")
+    ] = "127.0.0.1",
+    data_dir: Annotated[
+        Path, typer.Option(envvar="HALTWATCH_DATA_DIR", help="Worker state (Faust tables, alert ledger).")
+    ] = Path(".haltwatch/worker"),
+    alert_webhook: Annotated[
+        str | None,
+        typer.Option(envvar="HALTWATCH_ALERT_WEBHOOK_URL", help="POST outage open/degraded/resolved events here "
+                     "(Slack-compatible JSON, retried, never twice); unset = no webhook."),
+    ] = None,
+    alert_states: Annotated[
+        str, typer.Option(envvar="HALTWATCH_ALERT_STATES", help="Comma-separated outage states sent to the webhook.")
+    ] = "open,degraded,resolved",
     false_alarms: Annotated[
         float,
         typer.Option(envvar="HALTWATCH_FALSE_ALARMS", help="False alarms allowed per exchange per budget period."),
@@ -177,20 +296,29 @@ def worker(
         Path | None,
         typer.Option(envvar="HALTWATCH_EXCHANGE_METADATA", help="TOML of exchange hosting provider/region."),
     ] = None,
-    verbose: bool = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run a Faust worker: detection, correlation, chain monitoring, outage events and the ClickHouse sink."""
     from faust.worker import Worker
 
+    from streams.alerts.webhook import DEFAULT_STATES
     from streams.app import WorkerSettings, create_app
     from streams.detection import DetectionPolicy, load_exchange_metadata
     from streams.detection.correlation import MetadataError
+    from streams.web import OperatorSettings
 
     try:
         policy = DetectionPolicy(false_alarms_per_exchange=false_alarms, budget_days=budget_days)
         metadata = load_exchange_metadata(exchange_metadata) if exchange_metadata else {}
     except (ValueError, MetadataError) as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(redact(str(exc))) from None
+    states = frozenset(s.strip() for s in alert_states.split(",") if s.strip())
+    if not states <= DEFAULT_STATES | {"suspected"}:
+        raise typer.BadParameter(f"unknown states {sorted(states - DEFAULT_STATES - {'suspected'})}; choose from "
+                                 "suspected, open, degraded, resolved", param_hint="--alert-states")
+    if alert_webhook and not alert_webhook.startswith(("http://", "https://")):
+        raise typer.BadParameter("must be an http:// or https:// URL", param_hint="--alert-webhook")
+    operator = OperatorSettings(alert_webhook_url=alert_webhook, alert_states=states)
 
     settings = WorkerSettings(
         kafka_bootstrap=kafka,
@@ -204,39 +332,77 @@ def worker(
         data_dir=data_dir,
         policy=policy,
         exchange_metadata=metadata,
+        operator=operator,
     )
     faust_app = create_app(settings)
     Worker(faust_app, loglevel="debug" if verbose else "info", quiet=True).execute_from_commandline()
 
 
-@app.command()
-def outages(
-    exchange: Annotated[str | None, typer.Option(help="Only this exchange.")] = None,
-    clickhouse_url: ClickHouseOpt = None,
-    chdb_path: ChdbOpt = Path(".haltwatch/chdb"),
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-) -> None:
-    """List outage state changes stored in ClickHouse (stop the worker first when using embedded chdb)."""
-    from streams.store.backend import open_backend
-    from streams.store.queries import recent_outages
+ApiOpt = Annotated[
+    str | None,
+    typer.Option(envvar="HALTWATCH_API", help="Read through a running worker's JSON API, e.g. http://127.0.0.1:6066 "
+                 "(the way to read its embedded chdb store while it runs)."),
+]
 
-    backend = open_backend(clickhouse_url, chdb_path)
-    try:
-        rows = recent_outages(backend, exchange)
-    finally:
-        backend.close()
+
+def _print_rows(rows: list[dict[str, object]], as_json: bool, lines: list[str]) -> None:
     if as_json:
         for row in rows:
             typer.echo(orjson.dumps(row).decode())
         return
-    if not rows:
-        typer.echo("no outages stored")
-    for row in rows:
-        typer.echo(
-            f"{row['exchange']:<12} {row['state']:<9} scope={','.join(row['scope'])} "
-            f"started={row['started_at']} resolved={row['resolved_at']} confidence={row['confidence']:.6f} "
-            f"id={row['outage_id']}"
-        )
+    for line in lines:
+        typer.echo(line)
+
+
+@app.command()
+def status(
+    exchange: Annotated[str | None, typer.Option(help="Only this exchange.")] = None,
+    clickhouse_url: ClickHouseOpt = None,
+    chdb_path: ChdbOpt = Path(".haltwatch/chdb"),
+    api: ApiOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """What is down right now: state, last withdrawal, gap and expected rate per exchange and chain."""
+    from streams.store.report import SourceError, status_lines, status_rows
+
+    try:
+        rows = status_rows(exchange, api, clickhouse_url, chdb_path)
+    except SourceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _print_rows(rows, as_json, [] if as_json else status_lines(rows))
+
+
+@app.command()
+def outages(
+    exchange: Annotated[str | None, typer.Option(help="Only this exchange.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only outages active since then (still open, or resolved after it): seconds, "
+                     "an ISO date/time (UTC) or an age like 6h, 7d."),
+    ] = None,
+    all_versions: Annotated[bool, typer.Option("--all", help="Every state change, not only the latest.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows, newest first.")] = 100,
+    clickhouse_url: ClickHouseOpt = None,
+    chdb_path: ChdbOpt = Path(".haltwatch/chdb"),
+    api: ApiOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List incidents stored in ClickHouse: the latest state of each outage, or every version with --all."""
+    import time
+
+    from streams.store.report import SourceError, outage_lines, outage_rows, parse_since
+
+    try:
+        since_s = parse_since(since, time.time()) if since else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    try:
+        rows = outage_rows(exchange, since_s, all_versions, limit, api, clickhouse_url, chdb_path)
+    except SourceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _print_rows(rows, as_json, [] if as_json else outage_lines(rows))
 
 
 @app.command()

@@ -47,6 +47,7 @@ def run_demo(scenario: str, keep_running: bool = False) -> int:
         start_block = int(asyncio.run(_block_number())) + 1
         pipeline.start_connector(start_block=start_block)
         print(f"worker and connector running (logs in {run_dir}); playing scenario {scenario!r}")
+        print(f"live status page: http://127.0.0.1:{pipeline.web_port}/ui  (metrics /metrics, health /health/ready)")
 
         last_withdrawal: dict[str, int] = {}
         halt_started: dict[str, float] = {}

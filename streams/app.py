@@ -10,13 +10,21 @@ Agents and the state they own:
 - ``monitor_chains`` reads heads and connector heartbeats per chain and, on a timer, reports chains that
   stalled or that we lost (wall-clock judgement; outages never depend on it).
 - the ``sink_*`` agents batch their topics into ClickHouse. A batch is acknowledged only after its insert
-  succeeded, so a crash re-reads it; the tables' replacing keys collapse the duplicates.
+  succeeded, so a crash re-reads it: transfers are checked against the table before they are written
+  (``streams/store/dedup.py``) so the per-minute view never counts one twice, and the other tables'
+  replacing keys collapse the duplicates. Each agent awaits its insert before it takes the next batch:
+  that is the backpressure (Kafka keeps the backlog while ClickHouse is slow or down, the insert is
+  retried until it succeeds, nothing is dropped).
+- ``detect`` also snapshots its per-(exchange, chain) state to an internal topic, every few seconds per
+  partition and at once on every outage state change; ``sink_status`` writes it to ``detector_status``,
+  behind the ``current_status`` view that answers "what is down right now?".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,9 +51,10 @@ from schemas.records import (
 )
 from schemas.topics import Topics
 from streams.detection import ChainMonitor, DetectionPolicy, IncidentCorrelator, OutageDetector, WallClock
-from streams.store.backend import ClickHouseBackend, open_backend
-from streams.store.migrate import apply_migrations
-from streams.store.queries import recent_outages, withdrawal_count
+from streams.store.backend import ClickHouseBackend, StoreError
+from streams.store.dedup import TransferDedup
+from streams.store.migrate import open_migrated
+from streams.store.queries import current_status, recent_outages, withdrawal_count
 from streams.store.rows import (
     chain_status_row,
     correlated_row,
@@ -55,12 +64,18 @@ from streams.store.rows import (
     transfer_row,
 )
 from streams.store.sink import TableSink
+from streams.store.status import snapshot
+from streams.web import OperatorSettings, register_web
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_HEADS = 16
 """Detector state is saved at every withdrawal and state change, and otherwise every this many heads.
 Heads lost between saves only under-count exposure after a restart (a later head that does not follow
 the saved one is not credited), which delays a decision but never causes one."""
+STATUS_EVERY_S = 5.0
+"""Wall-clock seconds between two status snapshots of one partition's exchanges (state changes are
+snapshotted at once). Only reporting depends on it, never a decision."""
+STATUS_ROWS_PER_MESSAGE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +94,8 @@ class WorkerSettings:
     chain_check_s: float = 2.0
     policy: DetectionPolicy = field(default_factory=DetectionPolicy)
     exchange_metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    operator: OperatorSettings = field(default_factory=OperatorSettings)
+    """Status page, health, metrics and webhook alerts (``streams/web``)."""
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
@@ -99,15 +116,18 @@ def create_app(settings: WorkerSettings) -> faust.App:
     )
     topics = settings.topics
 
-    def topic(name: str, partitions: int = settings.partitions) -> Any:
-        return app.topic(name, key_type=bytes, value_type=bytes, partitions=partitions)
+    def topic(name: str, partitions: int = settings.partitions, internal: bool = False) -> Any:
+        # internal: created by Faust at start-up. A consumer subscribed to a topic that does not exist yet
+        # only sees it after its next metadata refresh (minutes), so topics only this worker writes are.
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=partitions, internal=internal)
 
     transfers_topic = topic(topics.transfers)
     heads_topic = topic(topics.heads)
     outages_topic = topic(topics.outages)
-    status_topic = topic(topics.chain_status)
+    status_topic = topic(topics.chain_status, internal=True)
     dead_topic = topic(topics.dead_letters)
-    correlation_topic = topic(f"{topics.prefix}.internal.correlation.v1", partitions=1)
+    correlation_topic = topic(f"{topics.prefix}.internal.correlation.v1", partitions=1, internal=True)
+    snapshot_topic = topic(f"{topics.prefix}.internal.status.v1", partitions=1, internal=True)
     # value_type=bytes selects Faust's raw codec; without it values go through JSON and come back from
     # changelog recovery as something else than what was written
     state_table = app.Table(
@@ -123,8 +143,20 @@ def create_app(settings: WorkerSettings) -> faust.App:
     loaded: set[tuple[str, int]] = set()
     restored_partitions: set[int] = set()
     heads_since_save: dict[int, int] = {}
+    last_status: dict[int, float] = {}
+    stale_status: set[int] = set()
+    """Partitions whose heads moved on since their last status snapshot (a timer snapshots them)."""
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+    """Inserts and migrations, one at a time."""
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-read")
+    """The web API's queries, so that an insert being retried never holds them up."""
     store: dict[str, ClickHouseBackend] = {}
+    sinks: dict[str, TableSink] = {}
+    store_lock = threading.Lock()
+    stopping = threading.Event()
+    """Set on shutdown: an insert still being retried gives up (its batch is unacked, so re-read later)."""
+    hooks = register_web(app, detector=detector, monitor=monitor, sinks=sinks, data_dir=settings.data_dir,
+                         probe_store=lambda: backend(wait_s=1.0).query("SELECT 1 AS ok"), settings=settings.operator)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _forget_after_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -157,6 +189,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     async def dead_letter(raw: bytes, reason: str, source: str) -> None:
         letter = DeadLetter(source, reason, raw.decode("utf-8", "replace"), time.time())
         await dead_topic.send(key=source.encode(), value=orjson.dumps(letter))
+        hooks.dead_letter(source)
 
     async def emit(outputs: list[Any]) -> None:
         for out in outputs:
@@ -165,6 +198,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 payload = orjson.dumps(out)
                 await outages_topic.send(key=out.exchange.encode(), value=payload)
                 await correlation_topic.send(key=b"all", value=payload)
+        hooks.emitted(outputs)
 
     @app.agent(transfers_topic, concurrency=1)
     async def detect(stream: Any) -> AsyncIterator[None]:
@@ -176,6 +210,15 @@ def create_app(settings: WorkerSettings) -> faust.App:
                               event.message.offset)
                 await dead_letter(event.value, f"detector error: {exc!r}", f"topic:{topics.transfers}")
             yield None
+
+    async def publish_status(exchanges: set[str]) -> None:
+        rows = snapshot(detector, exchanges)
+        for start in range(0, len(rows), STATUS_ROWS_PER_MESSAGE):
+            chunk = rows[start:start + STATUS_ROWS_PER_MESSAGE]
+            await snapshot_topic.send(key=b"status", value=orjson.dumps({"rows": chunk}))
+
+    def changed_exchanges(outputs: list[Any]) -> set[str]:
+        return {o.exchange for o in outputs if isinstance(o, OutageEvent)}
 
     async def detect_one(event: EventT[bytes]) -> None:
         partition = event.message.partition
@@ -191,6 +234,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             outputs = detector.on_transfer(record)
             save(record.exchange, partition)
             await emit(outputs)
+            await publish_status(changed_exchanges(outputs))
         elif isinstance(record, ChainHead):
             mine = owners.get(partition, set())
             outputs = detector.on_head(record, mine)
@@ -201,13 +245,31 @@ def create_app(settings: WorkerSettings) -> faust.App:
                     save(exchange, partition)
             heads_since_save[partition] = 0 if count >= SAVE_EVERY_HEADS else count
             await emit(outputs)
+            now = time.monotonic()
+            if now - last_status.get(partition, float("-inf")) >= STATUS_EVERY_S:
+                last_status[partition] = now
+                stale_status.discard(partition)
+                await publish_status(mine)
+            else:
+                stale_status.add(partition)
+                await publish_status(changed & mine)
         elif isinstance(record, LabelSuggestion):
             load(record.exchange, partition)
             outputs = detector.on_suggestion(record)
             save(record.exchange, partition)
             await emit(outputs)
+            await publish_status(changed_exchanges(outputs))
         else:
             await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
+        hooks.observe(record)
+
+    @app.timer(interval=STATUS_EVERY_S)  # type: ignore[untyped-decorator]
+    async def snapshot_stale_status() -> None:
+        """The last heads of a burst (catch-up, or a chain that then stops) still reach the status table."""
+        for partition in sorted(stale_status):
+            stale_status.discard(partition)
+            last_status[partition] = time.monotonic()
+            await publish_status(owners.get(partition, set()))
 
     @app.agent(correlation_topic, concurrency=1)
     async def correlate(stream: Any) -> AsyncIterator[None]:
@@ -220,6 +282,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 for incident in correlator.on_outage(record):
                     log.warning("correlated incident %s: %s", incident.incident_id, incident.exchanges)
                     await outages_topic.send(key=b"correlated", value=orjson.dumps(incident))
+                    hooks.emitted([incident])
             yield None
 
     @app.agent(heads_topic, concurrency=1)
@@ -245,26 +308,56 @@ def create_app(settings: WorkerSettings) -> faust.App:
             log.warning("chain %s is %s: %s", status.chain, status.state, status.reason)
             await status_topic.send(key=status.chain.encode(), value=orjson.dumps(status))
 
-    def backend() -> ClickHouseBackend:
-        if "b" not in store:
-            b = open_backend(settings.clickhouse_url, settings.chdb_path)
-            applied = apply_migrations(b)
-            if applied:
-                log.info("applied ClickHouse migrations %s", applied)
-            store["b"] = b
-        return store["b"]
+    def backend(wait_s: float | None = None) -> ClickHouseBackend:
+        """The store, opened and migrated on first use (retried while a server is down); a reader passes
+        ``wait_s`` so that it fails fast instead of queueing behind a first open that is still retrying."""
+        if not store_lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            raise StoreError("ClickHouse is not reachable yet (the first connection is still being retried)",
+                             retryable=True)
+        try:
+            if "b" not in store:
+                store["b"] = open_migrated(settings.clickhouse_url, settings.chdb_path, stopping)
+            return store["b"]
+        finally:
+            store_lock.release()
+
+    def sink_for(table: str) -> TableSink:
+        if table not in sinks:
+            sinks[table] = TableSink(
+                backend(),
+                table,
+                max_rows=max(settings.sink_batch, STATUS_ROWS_PER_MESSAGE) * 2,
+                retry_for_s=None,
+                retry_refused=True,
+                max_backoff_s=30.0,
+                dedup=TransferDedup() if table == "transfers" else None,
+            )
+        return sinks[table]
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _stop_inserts(sender: Any, *args: Any, **kwargs: Any) -> None:
+        stopping.set()
 
     async def insert(table: str, rows: list[dict[str, Any]]) -> None:
+        """Write one batch and return only once it is stored (retried until then: backpressure)."""
         if not rows:
             return
 
         def run() -> None:
-            sink = TableSink(backend(), table)
-            for row in rows:
-                sink.add(row)
-            sink.flush()
+            sink = sink_for(table)
+            try:
+                for start in range(0, len(rows), sink.max_rows):  # a bounded buffer: flush before refilling
+                    sink.extend(rows[start:start + sink.max_rows])
+                    sink.flush(stopping)
+            except BaseException:
+                sink.discard()  # only shutdown gets here; the batch is unacked and will be re-read
+                raise
 
-        await asyncio.get_running_loop().run_in_executor(executor, run)
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, run)
+        except asyncio.CancelledError:
+            stopping.set()  # only shutdown cancels the agents: let the thread give up too
+            raise
 
     Events = list[EventT[bytes]]
 
@@ -308,16 +401,52 @@ def create_app(settings: WorkerSettings) -> faust.App:
     )
     sink_agent(status_topic, "sink_chain_status", {ChainStatus: ("chain_status", chain_status_row)})
 
+    @app.agent(snapshot_topic, name="sink_status", concurrency=1)
+    async def sink_status(stream: Any) -> AsyncIterator[None]:
+        async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
+            rows: list[dict[str, Any]] = []
+            for event in events:
+                try:
+                    rows.extend(orjson.loads(event.value)["rows"])
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    log.exception("bad status snapshot at offset %d", event.message.offset)
+            await insert("detector_status", rows)
+            yield None
+
+    async def answer(view: View, query: Callable[[ClickHouseBackend], Any]) -> Response:
+        """Run a store query on the reader thread; 503 with the reason when ClickHouse cannot answer."""
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(reader, lambda: query(backend(wait_s=5.0)))
+        except StoreError as exc:
+            return view.json({"error": str(exc)}, status=503)
+        return view.json(result)
+
+    def since_param(request: Request) -> int | None:
+        raw = request.query.get("since")
+        return int(raw) if raw else None
+
     @app.page("/outages")
     class Outages(View):
         """Outage state changes as stored in ClickHouse (what a query sees now)."""
 
         async def get(self, request: Request) -> Response:
+            """?exchange=X&since=SECONDS&latest=1&limit=N: all versions unless latest=1 (one per outage)."""
             exchange = request.query.get("exchange")
-            rows = await asyncio.get_running_loop().run_in_executor(
-                executor, lambda: recent_outages(backend(), exchange)
-            )
-            return self.json(rows)
+            latest = request.query.get("latest", "") in ("1", "true", "yes")
+            try:
+                since = since_param(request)
+                limit = int(request.query.get("limit", "100"))
+            except ValueError:
+                return self.json({"error": "since and limit must be integers"}, status=400)
+            return await answer(self, lambda b: recent_outages(b, exchange, limit, since, latest))
+
+    @app.page("/status")
+    class Status(View):
+        """What is down right now: one row per (exchange, chain) from the current_status view."""
+
+        async def get(self, request: Request) -> Response:
+            exchange = request.query.get("exchange")
+            return await answer(self, lambda b: current_status(b, exchange))
 
     @app.page("/withdrawals/count")
     class WithdrawalCount(View):
@@ -325,10 +454,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
         async def get(self, request: Request) -> Response:
             exchange = request.query.get("exchange", "")
-            count = await asyncio.get_running_loop().run_in_executor(
-                executor, lambda: withdrawal_count(backend(), exchange)
-            )
-            return self.json({"exchange": exchange, "count": count})
+            return await answer(self, lambda b: {"exchange": exchange, "count": withdrawal_count(b, exchange)})
 
     @app.page("/detector")
     class DetectorView(View):

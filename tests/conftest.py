@@ -16,9 +16,12 @@ import pytest
 
 from haltwatch.local import infra
 
-KAFKA_ENV = {"KAFKA_PORT": "29092", "KAFKA_CONTROLLER_PORT": "29093", "KAFKA_PARTITIONS": "4"}
-ANVIL_ENV = {"ANVIL_PORT": "28545", "ANVIL_ARGS": "--no-mining"}
-CLICKHOUSE_ENV = {"CLICKHOUSE_TCP_PORT": "29000", "CLICKHOUSE_HTTP_PORT": "28123"}
+# HALTWATCH_TEST_PORT_BASE moves every port (default 29000 -> Kafka 29092, anvil 28545, ClickHouse 29000), so two
+# test sessions on one machine do not stop each other's servers.
+_BASE = int(os.environ.get("HALTWATCH_TEST_PORT_BASE", "29000"))
+KAFKA_ENV = {"KAFKA_PORT": str(_BASE + 92), "KAFKA_CONTROLLER_PORT": str(_BASE + 93), "KAFKA_PARTITIONS": "4"}
+ANVIL_ENV = {"ANVIL_PORT": str(_BASE - 455), "ANVIL_ARGS": "--no-mining"}
+CLICKHOUSE_ENV = {"CLICKHOUSE_TCP_PORT": str(_BASE), "CLICKHOUSE_HTTP_PORT": str(_BASE - 877)}
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,12 @@ async def _tip(ws_url: str) -> int:
         return int(await rpc.call("eth_blockNumber"), 16)
 
 
-def run_scenario(scenario: str, kafka: str, anvil: str, run_dir: Path, clickhouse_url: str | None):
-    """Play a scenario through the whole pipeline; returns what was played, what was seen, the pipeline."""
+def run_scenario(scenario: str, kafka: str, anvil: str, run_dir: Path, clickhouse_url: str | None,
+                 on_started: Callable[[PipelineProcesses], None] | None = None):
+    """Play a scenario through the whole pipeline; returns what was played, what was seen, the pipeline.
+
+    ``on_started`` runs once worker and connector are up, before the first block is played (a browser
+    test opens the status page there, to watch it change during the scenario)."""
     player = ExchangePlayer(anvil, seed=hash(scenario) % 1000)
     asyncio.run(player.setup())
     run_dir.mkdir(parents=True)
@@ -43,6 +48,8 @@ def run_scenario(scenario: str, kafka: str, anvil: str, run_dir: Path, clickhous
         pipeline.start_worker()
         pipeline.wait_worker_ready()
         pipeline.start_connector(start_block=asyncio.run(_tip(anvil)) + 1)
+        if on_started is not None:
+            on_started(pipeline)
         played = asyncio.run(player.play(SCENARIOS[scenario]))
         return player, played, watcher, pipeline
     except BaseException:

@@ -1,0 +1,147 @@
+"""Process wiring for ``haltwatch connect --family solana|bitcoin|tron``: Kafka, labels, metrics, signals.
+
+The same as :func:`connectors.evm.run.run_connector` for the EVM family, for any :class:`ChainFeed`; kept
+out of the CLI so tests can start the same wiring in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors.addresses import tron_address
+from connectors.checkpoint import CheckpointError, CheckpointFile
+from connectors.family import ChainFamily
+from connectors.feed import ChainFeed, FeedConfig, WrongNetwork
+from connectors.label_watch import LabelSource
+from connectors.labels import LabelError, describe
+from connectors.metrics import ConnectorMetrics
+from connectors.publisher import BlockPublisher, ensure_topics
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+EXIT_CONFIG = 2
+
+
+def load_labels(config: FeedConfig, paths: Sequence[Path]) -> LabelSource:
+    """The label source; a chain labelled as another family than the connector's is a LabelError."""
+    source = LabelSource(paths)
+    family = source.registry.family(config.chain)
+    if family is not None and family is not config.family:
+        raise LabelError(f"the label files make chain {config.chain!r} a {family.value} chain, but this is a "
+                         f"{config.family.value} connector; use the chain name of its labels or family = "
+                         f'"{config.family.value}" in them')
+    wallets = source.registry.wallets(config.chain)
+    if not wallets:
+        log.warning("%s: no labelled wallet for this chain in %s", config.chain, [str(p) for p in paths])
+    log.info("%s: labels: %s", config.chain, describe(wallets))
+    return source
+
+
+def split_values(values: Sequence[str]) -> tuple[str, ...]:
+    """Values given as repeated options and/or comma/space separated (as in one environment variable)."""
+    return tuple(v for item in values for v in item.replace(",", " ").split() if v)
+
+
+def parse_headers(values: Sequence[str]) -> dict[str, str]:
+    """``Name: value`` pairs (an API key header of a commercial endpoint)."""
+    headers = {}
+    for item in values:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"an HTTP header is 'Name: value', got {item!r}")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def run_feed(feed_class: type[ChainFeed], config: FeedConfig, label_paths: Sequence[Path], checkpoint: Path,
+             kafka: str, topics: Topics, partitions: int, metrics_port: int) -> int:
+    """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
+    source = load_labels(config, label_paths)
+    ensure_topics(kafka, topics, partitions)
+    publisher = BlockPublisher(kafka, topics)
+    metrics = ConnectorMetrics(config.chain)
+    metrics.serve(metrics_port)
+
+    async def main() -> None:
+        feed = feed_class(config, source, publisher, CheckpointFile(checkpoint), metrics)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, feed.stop)
+        loop.add_signal_handler(signal.SIGHUP, feed.request_label_reload)
+        await feed.run()
+
+    try:
+        asyncio.run(main())
+    except (WrongNetwork, CheckpointError) as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    finally:
+        publisher.close()
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOptions:
+    """The ``haltwatch connect`` options a non-EVM connector uses, as typed on the command line."""
+
+    chain: str
+    urls: Sequence[str]
+    ws_urls: Sequence[str] = ()
+    confirmations: int = 0
+    start_block: int | None = None
+    genesis_hash: str | None = None
+    headers: Sequence[str] = ()
+    poll_s: float | None = None
+    commitment: str = "finalized"
+    tokens: Sequence[str] = ()
+    reorg_window: int = 0
+    max_response_mb: int = 64
+    rotation_min_funding: int | None = None
+    """None: the family's default (:data:`DEFAULT_ROTATION_FUNDING`)."""
+    rotation_min_recipients: int = 20
+
+
+DEFAULT_POLL_S = {ChainFamily.SOLANA: 5.0, ChainFamily.BITCOIN: 30.0, ChainFamily.TRON: 3.0}
+"""Seconds without a push before asking the head (Tron: the poll interval, one block)."""
+DEFAULT_ROTATION_FUNDING = {ChainFamily.SOLANA: 500, ChainFamily.BITCOIN: 10, ChainFamily.TRON: 100_000}
+"""Whole coins a funding of a fresh address must reach to watch it as a possible new hot wallet: large enough
+(tens of thousands of dollars or more) that ordinary user withdrawals are not watched."""
+
+
+def feed_for(family: ChainFamily, options: FeedOptions) -> tuple[type[ChainFeed], FeedConfig]:
+    """The connector class and its configuration for a non-EVM family (ValueError on a bad option)."""
+    from connectors.bitcoin.config import BitcoinConfig
+    from connectors.bitcoin.connector import BitcoinConnector
+    from connectors.solana.config import SolanaConfig
+    from connectors.solana.connector import SolanaConnector
+    from connectors.tron.config import TronConfig
+    from connectors.tron.connector import TronConnector
+
+    if family is ChainFamily.EVM:
+        raise ValueError("the EVM family has its own connector (connectors.evm)")
+    if options.tokens and family is not ChainFamily.TRON:
+        raise ValueError(f"--token selects TRC-20 contracts on Tron; {family.value} reads every token it sees")
+    common: dict[str, Any] = {
+        "chain": options.chain, "urls": split_values(options.urls), "ws_urls": split_values(options.ws_urls),
+        "confirmations": options.confirmations, "start_block": options.start_block,
+        "genesis_hash": options.genesis_hash, "headers": parse_headers(options.headers),
+        "head_poll_s": options.poll_s or DEFAULT_POLL_S[family], "reorg_window": options.reorg_window,
+        "max_response_bytes": options.max_response_mb * 1024 * 1024,
+        "rotation_min_funding": DEFAULT_ROTATION_FUNDING[family] if options.rotation_min_funding is None
+        else options.rotation_min_funding,
+        "rotation_min_recipients": options.rotation_min_recipients,
+    }
+    if family is ChainFamily.SOLANA:
+        return SolanaConnector, SolanaConfig(**common, commitment=options.commitment)
+    if family is ChainFamily.BITCOIN:
+        return BitcoinConnector, BitcoinConfig(**common)
+    if common["ws_urls"]:
+        raise ValueError("Tron's HTTP API has no websocket feed: give --url only (it is polled)")
+    tokens = frozenset(tron_address(t) for t in split_values(options.tokens)) or None
+    return TronConnector, TronConfig(**common, tokens=tokens)

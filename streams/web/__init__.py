@@ -1,0 +1,113 @@
+"""The operator's side of the worker: status page, JSON API, event stream, health, metrics and alerts.
+
+``streams/app.py`` calls :func:`register_web` once and then three hooks from its agents
+(:class:`WorkerHooks`): ``observe`` after the detector handled a record, ``emitted`` for every outage or
+correlated incident sent to the outage topic, and ``dead_letter``. Everything else lives here, so the
+worker's detection code stays about detection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.records import ChainHead, OutageEvent, TransferEvent
+from streams.alerts import DeliveryLedger, WebhookNotifier
+from streams.alerts.webhook import DEFAULT_STATES
+from streams.detection.chains import ChainMonitor
+from streams.detection.detector import OutageDetector
+from streams.observability import WorkerMetrics
+from streams.web.api import Handler, OperatorApi
+from streams.web.board import LiveBoard
+from streams.web.health import FaustKafkaProbe, HealthChecks
+
+__all__ = ["OperatorSettings", "WorkerHooks", "register_web"]
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    """Options of the operator features (the rest of the worker's settings are in ``WorkerSettings``)."""
+
+    alert_webhook_url: str | None = None
+    """POST outage open/degraded/resolved events here (Slack-compatible JSON); None: no webhook."""
+    alert_states: frozenset[str] = DEFAULT_STATES
+    alert_ledger: Path | None = None
+    """File remembering delivered (outage_id, version); default ``<data_dir>/alerts-delivered.jsonl``."""
+    alert_retry_for_s: float = 600.0
+    health_cache_s: float = 5.0
+    health_timeout_s: float = 2.0
+
+
+class WorkerHooks:
+    """What the worker's agents call; cheap and never blocking."""
+
+    def __init__(self, board: LiveBoard, metrics: WorkerMetrics, notifier: WebhookNotifier | None,
+                 api: OperatorApi) -> None:
+        self.board = board
+        self.metrics = metrics
+        self.notifier = notifier
+        self.api = api
+
+    def observe(self, record: object) -> None:
+        """After the detector handled ``record`` (a transfer, head or label suggestion)."""
+        self.metrics.observe(record)
+        if isinstance(record, TransferEvent):
+            self.board.on_transfer(record)
+        elif isinstance(record, ChainHead):
+            self.board.touch()
+
+    def emitted(self, outputs: list[Any]) -> None:
+        """Outages and correlated incidents the worker sent to the outage topic."""
+        for out in outputs:
+            self.board.on_output(out)
+            if isinstance(out, OutageEvent):
+                self.metrics.outage(out)
+                if self.notifier is not None:
+                    self.notifier.offer(out)
+
+    def dead_letter(self, source: str) -> None:
+        self.metrics.dead_letter(source)
+
+
+def _mount(app: Any, path: str, handler: Handler) -> None:
+    from faust.web import View
+
+    async def get(self: Any, request: Any) -> Any:
+        return await handler(request)
+
+    name = "operator_" + path.strip("/").replace("/", "_").replace(".", "_")
+    view = type(name, (View,), {"get": get, "__doc__": handler.__doc__})
+    app.page(path, name=name)(view)
+
+
+def register_web(app: Any, *, detector: OutageDetector, monitor: ChainMonitor, sinks: Mapping[str, Any],
+                 probe_store: Callable[[], object], data_dir: Path,
+                 settings: OperatorSettings | None = None) -> WorkerHooks:
+    """Mount the operator endpoints on the Faust app's web server and start the alert task if configured.
+
+    ``sinks`` is the worker's live table -> sink mapping (read at scrape time); ``probe_store`` runs one
+    cheap ClickHouse query (raises when the store cannot answer).
+    """
+    settings = settings or OperatorSettings()
+    board = LiveBoard(detector, monitor)
+    metrics = WorkerMetrics(detector, monitor, sinks)
+    health = HealthChecks(FaustKafkaProbe(app), monitor, probe_store,
+                          crashed=lambda: bool(getattr(app, "crashed", False)),
+                          cache_s=settings.health_cache_s, timeout_s=settings.health_timeout_s)
+    api = OperatorApi(board, health, metrics)
+    for path, handler in api.routes().items():
+        _mount(app, path, handler)
+    notifier: WebhookNotifier | None = None
+    if settings.alert_webhook_url:
+        ledger = DeliveryLedger(settings.alert_ledger or data_dir / "alerts-delivered.jsonl")
+        notifier = WebhookNotifier(settings.alert_webhook_url, ledger, settings.alert_states,
+                                   retry_for_s=settings.alert_retry_for_s, on_outcome=metrics.alert)
+        running = notifier
+
+        async def deliver_alerts() -> None:
+            await running.run()
+
+        app.task(deliver_alerts)
+    return WorkerHooks(board, metrics, notifier, api)
