@@ -43,6 +43,7 @@ from schemas.records import (
     ChainStatus,
     CorrelatedIncident,
     DeadLetter,
+    Direction,
     FeedHeartbeat,
     LabelSuggestion,
     OutageEvent,
@@ -232,7 +233,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
         if isinstance(record, TransferEvent):
             load(record.exchange, partition)
             outputs = detector.on_transfer(record)
-            save(record.exchange, partition)
+            if record.direction is Direction.WITHDRAWAL:  # deposits and internal moves leave the state as it was
+                save(record.exchange, partition)
             await emit(outputs)
             await publish_status(changed_exchanges(outputs))
         elif isinstance(record, ChainHead):
