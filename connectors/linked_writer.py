@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.backoff import Backoff
-from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock
+from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock, save_until_written
 from connectors.evm.reorg import CanonicalHash, find_fork, retractions
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher, PublishError
@@ -84,6 +84,7 @@ class LinkedWriter:
         self.clock = clock
         self.reset_producer_after = reset_producer_after
         self.checkpoint = checkpoint_file.load()
+        checkpoint_file.check_writable()  # a path that can never be written fails now, not after publishing
         if self.checkpoint is not None and self.checkpoint.chain != chain:
             raise CheckpointError(
                 f"checkpoint {checkpoint_file.path} belongs to chain {self.checkpoint.chain!r}, not {chain!r}; "
@@ -170,6 +171,12 @@ class LinkedWriter:
             if self.stopping.is_set():
                 raise Stopped(f"{what}: stop requested before Kafka acknowledged it")
 
+    async def _save_checkpoint(self, what: str) -> None:
+        """Write the checkpoint, holding here while the file system refuses (connectors.checkpoint)."""
+        assert self.checkpoint is not None
+        if not await save_until_written(self.checkpoint_file, self.checkpoint, self.stopping, self.metrics):
+            raise Stopped(f"{what}: stop requested before its checkpoint was written")
+
     async def publish(self, block: LinkedBlock) -> None:
         """Publish the next block (it must extend the checkpoint) and checkpoint it."""
         head = block.head
@@ -186,7 +193,7 @@ class LinkedWriter:
         cp = self.checkpoint
         recent = (published,) if cp is None else (*cp.recent, published)[-self.window:]
         self.checkpoint = Checkpoint(self.chain, head.number, head.hash, recent)
-        await asyncio.to_thread(self.checkpoint_file.save, self.checkpoint)
+        await self._save_checkpoint(f"block {head.number}")
         self.blocks_published += 1
         self.events_published += len(block.transfers)
         self.metrics.published(head.number, head.block_time, max(self.node_head, head.number))
@@ -227,7 +234,7 @@ class LinkedWriter:
                 f"{oldest.number} may remain unretracted",
                 "reorg",
             )
-        await asyncio.to_thread(self.checkpoint_file.save, self.checkpoint)
+        await self._save_checkpoint(f"rewind to block {self.checkpoint.number}")
         self.metrics.reorg()
         for t in events:
             self.metrics.events(t.direction.value, True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.addresses import tron_address
-from connectors.checkpoint import CheckpointError, CheckpointFile
+from connectors.checkpoint import EXIT_CHECKPOINT, CheckpointError, CheckpointFile
 from connectors.family import ChainFamily
 from connectors.feed import ChainFeed, FeedConfig, WrongNetwork
 from connectors.label_watch import LabelSource
@@ -68,8 +68,10 @@ def run_feed(feed_class: type[ChainFeed], config: FeedConfig, label_paths: Seque
     metrics = ConnectorMetrics(config.chain)
     metrics.serve(metrics_port)
 
+    checkpoint_file = CheckpointFile(checkpoint)
+
     async def main() -> None:
-        feed = feed_class(config, source, publisher, CheckpointFile(checkpoint), metrics)
+        feed = feed_class(config, source, publisher, checkpoint_file, metrics)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, feed.stop)
@@ -78,12 +80,15 @@ def run_feed(feed_class: type[ChainFeed], config: FeedConfig, label_paths: Seque
 
     try:
         asyncio.run(main())
-    except (WrongNetwork, CheckpointError) as exc:
+    except WrongNetwork as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    except CheckpointError as exc:
+        log.error("%s", exc)
+        return EXIT_CHECKPOINT
     finally:
         publisher.close()
-    return 0
+    return EXIT_CHECKPOINT if checkpoint_file.last_error is not None else 0
 
 
 @dataclass(frozen=True, slots=True)

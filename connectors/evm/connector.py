@@ -91,6 +91,12 @@ class EvmConnector:
     def stop(self) -> None:
         self.stopping.set()
 
+    @property
+    def delivering(self) -> bool:
+        """Connected, and not held by a checkpoint that cannot be written: the heartbeat's ``connected``, so
+        that the worker reports a lost feed (not a stalled chain) while the connector holds at a block."""
+        return self.connected and self.writer.checkpoint_file.last_error is None
+
     def request_label_reload(self) -> None:
         """SIGHUP: reload label files now."""
         self.reload_labels.set()
@@ -105,7 +111,7 @@ class EvmConnector:
         while not self.stopping.is_set():
             published = self.writer.published_number
             beat = FeedHeartbeat(self.config.chain, max(self.writer.node_head, published), published,
-                                 self.connected, self.clock())
+                                 self.delivering, self.clock())
             try:
                 await asyncio.to_thread(self.publisher.heartbeat, beat)
             except PublishError as exc:

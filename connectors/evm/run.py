@@ -12,7 +12,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
-from connectors.checkpoint import CheckpointError, CheckpointFile
+from connectors.checkpoint import EXIT_CHECKPOINT, CheckpointError, CheckpointFile
 from connectors.evm.backfill import Backfill, BackfillResult
 from connectors.evm.config import EvmChainConfig
 from connectors.evm.connector import EvmConnector
@@ -59,8 +59,10 @@ def run_connector(config: EvmChainConfig, label_paths: Sequence[Path], checkpoin
     metrics = ConnectorMetrics(config.chain)
     metrics.serve(metrics_port)
 
+    checkpoint_file = CheckpointFile(checkpoint)
+
     async def main() -> None:
-        connector = EvmConnector(config, source, publisher, CheckpointFile(checkpoint), metrics)
+        connector = EvmConnector(config, source, publisher, checkpoint_file, metrics)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, connector.stop)
@@ -69,12 +71,15 @@ def run_connector(config: EvmChainConfig, label_paths: Sequence[Path], checkpoin
 
     try:
         asyncio.run(main())
-    except (ChainIdMismatch, CheckpointError) as exc:
+    except ChainIdMismatch as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    except CheckpointError as exc:
+        log.error("%s", exc)
+        return EXIT_CHECKPOINT
     finally:
         publisher.close()
-    return 0
+    return EXIT_CHECKPOINT if checkpoint_file.last_error is not None else 0
 
 
 def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint: Path, kafka: str, topics: Topics,
@@ -87,8 +92,10 @@ def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint
     metrics = ConnectorMetrics(config.chain)
     metrics.serve(metrics_port)
 
+    checkpoint_file = CheckpointFile(checkpoint)
+
     async def main() -> BackfillResult:
-        backfill = Backfill(config, source, publisher, CheckpointFile(checkpoint), from_block, to_block, metrics,
+        backfill = Backfill(config, source, publisher, checkpoint_file, from_block, to_block, metrics,
                             progress=progress)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -96,9 +103,13 @@ def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint
         return await backfill.run()
 
     try:
-        return asyncio.run(main())
-    except (ChainIdMismatch, CheckpointError, ValueError) as exc:
+        result = asyncio.run(main())
+    except (ChainIdMismatch, ValueError) as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    except CheckpointError as exc:
+        log.error("%s", exc)
+        return EXIT_CHECKPOINT
     finally:
         publisher.close()
+    return EXIT_CHECKPOINT if checkpoint_file.last_error is not None else result

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 from connectors.backoff import Backoff
-from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock
+from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock, save_until_written
 from connectors.evm.blocks import ParsedBlock
 from connectors.evm.config import EvmChainConfig
 from connectors.evm.reorg import CanonicalHash, find_fork, retractions
@@ -60,6 +60,7 @@ class BlockWriter:
         self.clock = clock
         self.reset_producer_after = reset_producer_after
         self.checkpoint = checkpoint_file.load()
+        checkpoint_file.check_writable()  # a path that can never be written fails now, not after publishing
         if self.checkpoint is not None and self.checkpoint.chain != config.chain:
             raise CheckpointError(
                 f"checkpoint {checkpoint_file.path} belongs to chain {self.checkpoint.chain!r}, "
@@ -140,6 +141,12 @@ class BlockWriter:
             if self.stopping.is_set():
                 raise Stopped(f"{what}: stop requested before Kafka acknowledged it")
 
+    async def _save_checkpoint(self, what: str) -> None:
+        """Write the checkpoint, holding here while the file system refuses (connectors.checkpoint)."""
+        assert self.checkpoint is not None
+        if not await save_until_written(self.checkpoint_file, self.checkpoint, self.stopping, self.metrics):
+            raise Stopped(f"{what}: stop requested before its checkpoint was written")
+
     async def publish(self, parsed: ParsedBlock) -> None:
         """Publish the next block (it must follow the checkpoint) and checkpoint it."""
         head = parsed.head
@@ -156,7 +163,7 @@ class BlockWriter:
         self.checkpoint = (
             Checkpoint.after(self.config.chain, block) if cp is None else cp.advance(block, self.config.window)
         )
-        await asyncio.to_thread(self.checkpoint_file.save, self.checkpoint)
+        await self._save_checkpoint(f"block {head.number}")
         self.blocks_published += 1
         self.events_published += len(parsed.transfers)
         self.metrics.published(head.number, head.block_time, max(self.node_head, head.number))
@@ -197,7 +204,7 @@ class BlockWriter:
                 f"{oldest.number} may remain unretracted",
                 "reorg",
             )
-        await asyncio.to_thread(self.checkpoint_file.save, self.checkpoint)
+        await self._save_checkpoint(f"rewind to block {self.checkpoint.number}")
         self.metrics.reorg()
         for t in events:
             self.metrics.events(t.direction.value, True)
