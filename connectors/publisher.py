@@ -122,14 +122,22 @@ class BlockPublisher:
             raise PublishError(f"{topic}: send refused: {exc}") from exc
 
     def _wait(self, futures: Sequence[FutureRecordMetadata], what: str) -> None:
+        """Wait for every send; on any failure the producer is replaced before the error is raised.
+
+        kafka-python 3.0 wedges an idempotent producer whose batch expired (a broker down longer than the
+        send timeout): it drops its producer id and never asks for a new one, so every later send times out
+        too, even once the broker is back. A fresh producer is the way out; what the old one still held is
+        sent again by the caller, which retries the whole block."""
         try:
             self.producer.flush(timeout=self.send_timeout_s)
         except KafkaError as exc:
+            self.reset()
             raise PublishError(f"{what}: Kafka did not take the sends in time: {exc}") from exc
         for future in futures:
             try:
                 future.get(timeout=self.send_timeout_s)
             except KafkaError as exc:
+                self.reset()
                 raise PublishError(f"{what}: Kafka did not acknowledge a send: {exc}") from exc
 
     def publish_block(

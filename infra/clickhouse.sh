@@ -2,11 +2,12 @@
 # Local ClickHouse server (Debian's clickhouse-server 18.16) run as a plain background process.
 # Several instances can run at once: CLICKHOUSE_TCP_PORT selects the instance (pid/conf/state named after it).
 #
-# Usage: infra/clickhouse.sh {install|start|stop [--all]|restart|status [--all]|reset|client ARGS...|help}
+# Usage: infra/clickhouse.sh {install|start|stop [--all]|kill|restart|status [--all]|reset|client ARGS...|help}
 #   install   apt-get install clickhouse-server clickhouse-client (skipped when both binaries exist)
 #   start     install if needed, write config.xml/users.xml, start, wait for `SELECT version()`
 #   stop      stop the instance on CLICKHOUSE_TCP_PORT (SIGTERM, SIGKILL after CLICKHOUSE_STOP_TIMEOUT s);
 #             --all: every instance this script started
+#   kill      SIGKILL the instance on CLICKHOUSE_TCP_PORT at once (a crash: no shutdown, data left as is)
 #   restart   stop + start
 #   status    print whether the instance runs (--all: every instance); exit 0 if running, 3 if not
 #   reset     stop + delete the instance's data (databases, tables)
@@ -211,6 +212,11 @@ cmd_stop() {
     hw_cmd_stop clickhouse CLICKHOUSE_TCP_PORT "${BASH_SOURCE[0]}" "$NAME" "$MARKER" "$CLICKHOUSE_STOP_TIMEOUT" "${1:-}"
 }
 
+cmd_kill() {
+    hw_lock "$NAME"
+    hw_kill "$NAME" "$MARKER"
+}
+
 cmd_status() {
     hw_cmd_status clickhouse CLICKHOUSE_TCP_PORT "${BASH_SOURCE[0]}" "$NAME" "$MARKER" "${1:-}"
 }
@@ -227,6 +233,7 @@ case "${1:-help}" in
     install) cmd_install ;;
     start) cmd_start ;;
     stop) cmd_stop "${2:-}" ;;
+    kill) cmd_kill ;;
     restart) cmd_stop && cmd_start ;;
     status) cmd_status "${2:-}" ;;
     reset) cmd_reset ;;

@@ -2,11 +2,12 @@
 # Local single-node Apache Kafka (KRaft, broker+controller in one JVM) for development and tests.
 # Several instances can run at once: KAFKA_PORT selects the instance (pid/conf/log/data named after it).
 #
-# Usage: infra/kafka.sh {install|start|stop [--all]|restart|status [--all]|reset|topics ARGS...|help}
+# Usage: infra/kafka.sh {install|start|stop [--all]|kill|restart|status [--all]|reset|topics ARGS...|help}
 #   install   fetch the Kafka jars from Maven Central (mvn, infra/kafka/pom.xml) into the cache
 #   start     install if needed, format storage once, start the broker, wait until it serves requests
 #   stop      stop the instance on KAFKA_PORT (SIGTERM, SIGKILL after KAFKA_STOP_TIMEOUT s);
 #             --all: every instance this script started
+#   kill      SIGKILL the instance on KAFKA_PORT at once (a crash: no shutdown, data left as is)
 #   restart   stop + start
 #   status    print whether the instance on KAFKA_PORT runs (--all: every instance); exit 0 if running, 3 if not
 #   reset     stop + delete the instance's data dir (topics, offsets, cluster id)
@@ -229,6 +230,11 @@ cmd_stop() {
     hw_cmd_stop kafka KAFKA_PORT "${BASH_SOURCE[0]}" "$NAME" "$MARKER" "$KAFKA_STOP_TIMEOUT" "${1:-}"
 }
 
+cmd_kill() {
+    hw_lock "$NAME"
+    hw_kill "$NAME" "$MARKER"
+}
+
 cmd_status() {
     hw_cmd_status kafka KAFKA_PORT "${BASH_SOURCE[0]}" "$NAME" "$MARKER" "${1:-}"
 }
@@ -251,6 +257,7 @@ case "${1:-help}" in
     install) cmd_install ;;
     start) cmd_start ;;
     stop) cmd_stop "${2:-}" ;;
+    kill) cmd_kill ;;
     restart) cmd_stop && cmd_start ;;
     status) cmd_status "${2:-}" ;;
     reset) cmd_reset ;;

@@ -146,6 +146,29 @@ hw_stop() {
     hw_log "$name: stopped (${pid}) in $(hw_since "$t0")s"
 }
 
+# hw_kill NAME MARKER: SIGKILL the recorded PID at once (no shutdown code runs, as in a crash) and wait
+# until it is gone. Data dirs are left as the crash left them, so a later start recovers from them.
+hw_kill() {
+    local name="$1" marker="$2" pid deadline
+    pid="$(hw_pid "$name")"
+    if [ -z "$pid" ] || ! hw_alive "$pid" "$marker"; then
+        hw_forget "$name"
+        hw_log "$name: not running"
+        return 0
+    fi
+    hw_log "$name: killing pid $pid (SIGKILL)"
+    kill -KILL "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 10))
+    while hw_alive "$pid" "$marker" && [ "$SECONDS" -lt "$deadline" ]; do
+        sleep 0.1
+    done
+    if hw_alive "$pid" "$marker"; then
+        hw_die "$name: pid $pid survived SIGKILL"
+    fi
+    hw_forget "$name"
+    hw_log "$name: killed (${pid})"
+}
+
 # hw_tail LOGFILE...: print the last lines of each log to stderr (for loud failures).
 hw_tail() {
     local f
