@@ -19,9 +19,8 @@ from typing import Any
 
 import orjson
 
-from connectors.feed import MalformedBlock
 from connectors.labels import LabelRegistry, Role, Wallet
-from connectors.linked_writer import LinkedBlock, Malformed
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
 from connectors.rotation import RotationWatch
 from schemas.records import NATIVE_ASSET, ChainHead, Direction, TransferEvent
 

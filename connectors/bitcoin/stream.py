@@ -17,7 +17,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from connectors.feed import ConnectionLost
+from connectors.feed_loop import ConnectionLost
 
 CONNECTION_LOST: Any = object()
 WANT_BLOCKS = {"action": "want", "data": ["blocks"]}

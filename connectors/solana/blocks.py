@@ -24,9 +24,8 @@ from typing import Any
 
 import orjson
 
-from connectors.feed import MalformedBlock
 from connectors.labels import LabelRegistry
-from connectors.linked_writer import LinkedBlock, Malformed
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
 from connectors.rotation import RotationWatch
 from schemas.records import NATIVE_ASSET, ChainHead, TransferEvent
 

@@ -24,8 +24,9 @@ from typing import Any
 
 import orjson
 
-from connectors.feed import ChainFeed, ConnectionLost, MalformedBlock, NodeError
-from connectors.linked_writer import LinkedBlock
+from connectors.feed import ChainFeed
+from connectors.feed_loop import ConnectionLost, NodeError
+from connectors.linked_writer import LinkedBlock, MalformedBlock
 from connectors.read_ahead import read_ahead
 from connectors.solana.blocks import parse_block
 from connectors.solana.config import SolanaConfig

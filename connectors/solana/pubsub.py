@@ -18,7 +18,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from connectors.feed import ConnectionLost, NodeError
+from connectors.feed_loop import ConnectionLost, NodeError
 
 CONNECTION_LOST: Any = object()
 MESSAGE_TOO_BIG = 1009

@@ -20,9 +20,8 @@ from typing import Any
 import orjson
 
 from connectors.addresses import tron_from_hex
-from connectors.feed import MalformedBlock
 from connectors.labels import LabelRegistry
-from connectors.linked_writer import LinkedBlock, Malformed
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
 from connectors.rotation import RotationWatch
 from connectors.tron.api import block_number
 from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead, TransferEvent
