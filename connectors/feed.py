@@ -8,16 +8,19 @@ session can end with.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 
 from connectors.family import ChainFamily
-from connectors.feed_loop import FeedLoop, WrongNetwork
+from connectors.feed_loop import ConnectionLost, FeedLoop, WrongNetwork
 from connectors.http_json import BadPayload, HttpError, HttpUnavailable, JsonHttp, RequestTimeout
+from connectors.push_socket import CONNECTION_LOST
 
 log = logging.getLogger(__name__)
 MIN_FORK_MARGIN = 64
@@ -97,6 +100,21 @@ class ChainFeed(FeedLoop[FeedConfig]):
         return JsonHttp(url, on_bad_payload=self.bad_payload, timeout_s=self.config.call_timeout_s,
                         headers=self.config.headers, max_bytes=self.config.max_response_bytes,
                         on_retry=self.metrics.rpc_retry)
+
+    async def wait_for_push(self, pushes: asyncio.Queue[Any] | None, what: str) -> None:
+        """Until the push websocket announces something (all queued pushes are taken at once), or ``head_poll_s``
+        without one; polls alone without a websocket. Pushes are only triggers: blocks are read by number."""
+        if pushes is None:
+            await self.sleep(self.config.head_poll_s)
+            return
+        with contextlib.suppress(TimeoutError):
+            pushed = await asyncio.wait_for(pushes.get(), timeout=self.config.head_poll_s)
+            while True:
+                if pushed is CONNECTION_LOST:
+                    raise ConnectionLost(f"{what} websocket closed")
+                if pushes.empty():
+                    return
+                pushed = pushes.get_nowait()
 
     async def check_genesis(self, actual: str) -> None:
         expected = self.config.genesis_hash

@@ -97,6 +97,8 @@ class FeedLoop(ABC, Generic[S]):
     """The family's errors for a lost or unreachable endpoint, besides the OS and websocket ones."""
     NODE_ERRORS: ClassVar[tuple[type[Exception], ...]] = ()
     """The family's errors for a node that answered, but not as its protocol documents."""
+    REBASE_ON_NODE: ClassVar[bool] = False
+    """Passed to :class:`LinkedWriter` as ``rebase_on_node``: after a fork deeper than remembered, ask the node."""
 
     def __init__(
         self,
@@ -106,7 +108,6 @@ class FeedLoop(ABC, Generic[S]):
         checkpoint: CheckpointFile,
         metrics: ConnectorMetrics | None = None,
         clock: Callable[[], float] = time.time,
-        rebase_on_node: bool = False,
     ) -> None:
         self.config = config
         self.labels = labels
@@ -116,7 +117,7 @@ class FeedLoop(ABC, Generic[S]):
         self.stopping = asyncio.Event()
         self.reload_labels = asyncio.Event()
         self.writer = LinkedWriter(config.chain, config.source, config.window, publisher, checkpoint, self.metrics,
-                                   self.stopping, clock, rebase_on_node=rebase_on_node)
+                                   self.stopping, clock, rebase_on_node=self.REBASE_ON_NODE)
         self.endpoints = EndpointPool(config.endpoint_urls)
         self.rotation = (
             RotationWatch(

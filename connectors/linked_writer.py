@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from connectors.backoff import Backoff
 from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock
 from connectors.evm.reorg import CanonicalHash, find_fork, retractions
+from connectors.labels import LabelRegistry
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher, PublishError
+from connectors.rotation import RotationWatch
 from schemas.records import ChainHead, DeadLetter, LabelSuggestion, TransferEvent
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,25 @@ class LinkedBlock:
     transfers: list[TransferEvent] = field(default_factory=list)
     malformed: list[Malformed] = field(default_factory=list)
     suggestions: list[LabelSuggestion] = field(default_factory=list)
+
+    def observe(self, rotation: RotationWatch | None, tx_hash: str, asset: str, amount: int, src: str,
+                dst: str) -> None:
+        """Show one movement, labelled or not, to the hot-wallet rotation watch; its suggestions ride along."""
+        if rotation is not None:
+            suggestion = rotation.observe(self.head.block_time, tx_hash, asset, amount, src, dst)
+            if suggestion is not None:
+                self.suggestions.append(suggestion)
+
+    def add_labelled(self, labels: LabelRegistry, tx_hash: str, log_index: int, asset: str, amount: int,
+                     decimals: int, src: str, dst: str) -> None:
+        """One transfer event per labelled side of a movement (none when neither side is labelled)."""
+        head = self.head
+        for c in labels.classify(head.chain, src, dst):
+            self.transfers.append(TransferEvent(
+                chain=head.chain, block_number=head.number, block_hash=head.hash, block_time=head.block_time,
+                tx_hash=tx_hash, log_index=log_index, asset=asset, amount=str(amount), decimals=decimals,
+                from_address=src, to_address=dst, exchange=c.exchange, direction=c.direction,
+            ))
 
 
 class LinkedWriter:

@@ -23,9 +23,9 @@ import orjson
 from connectors.bitcoin.blocks import parse_block
 from connectors.bitcoin.config import BitcoinConfig
 from connectors.bitcoin.esplora import EsploraApi
-from connectors.bitcoin.stream import CONNECTION_LOST, BlockStream
+from connectors.bitcoin.stream import BlockStream
 from connectors.feed import ChainFeed
-from connectors.feed_loop import BlockUnavailable, ConnectionLost
+from connectors.feed_loop import BlockUnavailable
 from connectors.linked_writer import LinkedBlock, MalformedBlock
 
 log = logging.getLogger(__name__)
@@ -49,22 +49,9 @@ class BitcoinConnector(ChainFeed):
             log.info("%s: %s at height %d, publishing from %d", self.config.chain, url, tip, self.writer.next_number)
             while not self.stopping.is_set():
                 await self.publish_forward(tip - self.config.confirmations, partial(self._read, api), api.block_hash)
-                await self._wait_for_block(pushes)
+                await self.wait_for_push(pushes, "block")
                 tip = await api.tip_height()
                 self.set_node_head(tip)
-
-    async def _wait_for_block(self, pushes: asyncio.Queue[Any] | None) -> None:
-        if pushes is None:
-            await self.sleep(self.config.head_poll_s)
-            return
-        with contextlib.suppress(TimeoutError):
-            pushed = await asyncio.wait_for(pushes.get(), timeout=self.config.head_poll_s)
-            while True:
-                if pushed is CONNECTION_LOST:
-                    raise ConnectionLost("block websocket closed")
-                if pushes.empty():
-                    return
-                pushed = pushes.get_nowait()
 
     async def _read(self, api: EsploraApi, height: int) -> LinkedBlock:
         block_hash = await api.block_hash(height)

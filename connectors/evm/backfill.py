@@ -25,7 +25,7 @@ from websockets.exceptions import WebSocketException
 
 from connectors.backoff import Backoff
 from connectors.checkpoint import CheckpointError, CheckpointFile
-from connectors.evm.blocks import hex_int
+from connectors.evm.blocks import hex_field
 from connectors.evm.config import EvmChainConfig
 from connectors.evm.endpoints import EndpointPool
 from connectors.evm.node import NodeClient, check_chain_id
@@ -167,7 +167,7 @@ class Backfill:
                 continue  # the span shrank: ask again
             by_block: dict[int, list[Any]] = defaultdict(list)
             for entry in logs:
-                number = _log_block_number(entry)
+                number = hex_field(entry, "blockNumber")
                 if number is None or not lo <= number <= hi:
                     self.writer.dead_letter(str(entry)[:100_000], f"eth_getLogs {lo}..{hi}: log outside the range "
                                             "or without blockNumber", "node_data")
@@ -208,11 +208,3 @@ class Backfill:
                 bar.update(1)
                 bar.set_postfix(events=self.writer.events_published, span=self.range.span, refresh=False)
 
-
-def _log_block_number(entry: Any) -> int | None:
-    if not isinstance(entry, dict):
-        return None
-    try:
-        return hex_int(entry.get("blockNumber"), "blockNumber")
-    except ValueError:
-        return None

@@ -17,7 +17,7 @@ import orjson
 from connectors.labels import LabelRegistry
 from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
 from connectors.rotation import RotationWatch
-from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead, TransferEvent
+from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 """keccak256("Transfer(address,address,uint256)")."""
@@ -27,6 +27,16 @@ def hex_int(value: Any, name: str) -> int:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"{name}: expected a 0x-prefixed hex quantity, got {value!r}")
     return int(value, 16)
+
+
+def hex_field(obj: Any, name: str) -> int | None:
+    """The 0x quantity ``obj[name]`` of a JSON object; None when ``obj`` is no object or the field no quantity."""
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return hex_int(obj.get(name), name)
+    except ValueError:
+        return None
 
 
 def _topic_address(topic: str) -> str:
@@ -73,28 +83,8 @@ def parse_block(
     parsed = LinkedBlock(head, head.number - 1)
 
     def emit(tx_hash: str, log_index: int, asset: str, amount: int, decimals: int, src: str, dst: str) -> None:
-        if rotation is not None:
-            suggestion = rotation.observe(head.block_time, tx_hash, asset, amount, src, dst)
-            if suggestion is not None:
-                parsed.suggestions.append(suggestion)
-        for c in labels.classify(chain, src, dst):
-            parsed.transfers.append(
-                TransferEvent(
-                    chain=chain,
-                    block_number=head.number,
-                    block_hash=head.hash,
-                    block_time=head.block_time,
-                    tx_hash=tx_hash,
-                    log_index=log_index,
-                    asset=asset,
-                    amount=str(amount),
-                    decimals=decimals,
-                    from_address=src,
-                    to_address=dst,
-                    exchange=c.exchange,
-                    direction=c.direction,
-                )
-            )
+        parsed.observe(rotation, tx_hash, asset, amount, src, dst)
+        parsed.add_labelled(labels, tx_hash, log_index, asset, amount, decimals, src, dst)
 
     txs = block.get("transactions")
     if not isinstance(txs, list):

@@ -24,11 +24,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
-from connectors.checkpoint import Checkpoint, CheckpointFile
-from connectors.evm.blocks import hex_int
+from connectors.checkpoint import Checkpoint
+from connectors.evm.blocks import hex_field, hex_int
 from connectors.evm.config import EvmChainConfig
 from connectors.evm.endpoints import NodeLagging, lagging_behind, probe_heads
 from connectors.evm.node import ChainIdMismatch, NodeClient, check_chain_id
@@ -36,9 +35,6 @@ from connectors.evm.reader import BlockReader
 from connectors.evm.reorg import conflicts
 from connectors.evm.rpc import CONNECTION_LOST, JsonRpcSocket, NodeRefused, RpcConnectionLost, RpcError
 from connectors.feed_loop import FeedLoop
-from connectors.label_watch import LabelSource
-from connectors.metrics import ConnectorMetrics
-from connectors.publisher import BlockPublisher
 
 __all__ = ["ChainIdMismatch", "EvmChainConfig", "EvmConnector"]
 log = logging.getLogger(__name__)
@@ -49,17 +45,10 @@ class EvmConnector(FeedLoop[EvmChainConfig]):
 
     REFUSALS = (NodeRefused,)
     NODE_ERRORS = (RpcError,)
+    REBASE_ON_NODE = True
 
-    def __init__(
-        self,
-        config: EvmChainConfig,
-        labels: LabelSource,
-        publisher: BlockPublisher,
-        checkpoint: CheckpointFile,
-        metrics: ConnectorMetrics | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(config, labels, publisher, checkpoint, metrics, clock, rebase_on_node=True)
+    def __init__(self, config: EvmChainConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
         self.decimals: dict[str, int] = {}
         self._last_lag_check = 0.0
 
@@ -105,7 +94,7 @@ class EvmConnector(FeedLoop[EvmChainConfig]):
                 if self._header_conflicts(number, header):
                     await self.writer.undo_reorg(node.block_hash)
             self.writer.node_head = tip
-            self.metrics.node_head(tip, _header_time(header))
+            self.metrics.node_head(tip, hex_field(header, "timestamp"))
             await self._catch_up(node, reader, tip)
             await self._check_lag(node)
 
@@ -150,11 +139,3 @@ class EvmConnector(FeedLoop[EvmChainConfig]):
         raise NodeLagging(f"node {node.url} is at {mine}, {url} at {head} (more than "
                           f"{self.config.lag_blocks} blocks ahead): switching")
 
-
-def _header_time(header: Any) -> int | None:
-    if not isinstance(header, dict):
-        return None
-    try:
-        return hex_int(header.get("timestamp"), "timestamp")
-    except ValueError:
-        return None
