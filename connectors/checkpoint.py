@@ -6,10 +6,35 @@ is no longer canonical even after a restart; the events let it publish exact ret
 block without asking the node, which often no longer has it (anvil forgets orphaned blocks at once).
 The file is JSON, written atomically (write, fsync, rename) after every block. Old checkpoints without
 the ``recent`` list still load; they simply cannot retract blocks published before the upgrade.
+
+When the file cannot be written the two moments are treated differently, on purpose:
+
+- **At start-up** (:meth:`CheckpointFile.check_writable`, called before anything is published): a path whose
+  parent is a file, a read-only or full file system, a directory we may not write. Nothing is in flight yet, so
+  nothing is lost by stopping; the process logs one line naming the file and the OS reason and exits with
+  :data:`EXIT_CHECKPOINT` (3), distinct from other configuration errors (2), so a supervisor can stop
+  restarting on it (systemd ``RestartPreventExitStatus=3``) instead of looping.
+- **While running** (:func:`save_until_written`): typically a disk that filled up. Exiting here would turn a
+  full disk into a crash loop, and a restart cannot fix it. The connector instead keeps the process, the node
+  connection and the heartbeats, and holds at the block it just published: it retries writing that
+  block's checkpoint with a growing, jittered wait (1 s to 30 s), logs one line per failed attempt, and
+  reports ``haltwatch_connector_checkpoint_ok 0`` and ``checkpoint_errors_total{reason="ENOSPC"}``.
+  It does not publish further blocks meanwhile. Publishing on would let the file fall arbitrarily far behind
+  Kafka, and a restart would then lose the retractions of any orphaned block in between. Holding keeps the
+  file at most one block behind what Kafka has, the same window a crash leaves. Heartbeats go on, saying the
+  feed is not delivering (``connected`` false), so the worker reports the chain as ``no_data``, a lost
+  feed, rather than as a stalled chain. Exposure comes only from heads, so no outage can come of it. Once
+  the write succeeds the connector goes on by itself. If it is stopped or restarted meanwhile, the block
+  whose checkpoint was not written is published again from the file on disk (identical records; consumers
+  collapse them), and the process exits with :data:`EXIT_CHECKPOINT`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -18,12 +43,32 @@ from typing import Any
 
 import orjson
 
+from connectors.backoff import Backoff
+from connectors.metrics import ConnectorMetrics
 from schemas.codec import SchemaError, from_dict
 from schemas.records import TransferEvent
 
+log = logging.getLogger(__name__)
+EXIT_CHECKPOINT = 3
+"""Exit code of a connector whose checkpoint file is unusable (unreadable, unwritable, or not ours)."""
+
 
 class CheckpointError(RuntimeError):
-    """The checkpoint file cannot be read or written; the message says which file and why."""
+    """The checkpoint file cannot be read or written; the message says which file and why.
+
+    ``reason`` is the OS error's symbolic name (``ENOSPC``, ``EROFS`` ...) for metrics, or ``format`` when the
+    file is readable but not a checkpoint of ours.
+    """
+
+    def __init__(self, message: str, reason: str = "format") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _os_reason(exc: OSError) -> tuple[str, str]:
+    """(what the OS said, its symbolic errno name): ``No space left on device``, ``ENOSPC``."""
+    name = errno.errorcode.get(exc.errno or 0, "OSError")
+    return (exc.strerror or str(exc)), name
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +150,8 @@ class CheckpointFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.last_error: CheckpointError | None = None
+        """The error of the latest save when it failed (None once a save succeeds): the file is behind."""
 
     def load(self) -> Checkpoint | None:
         try:
@@ -112,7 +159,8 @@ class CheckpointFile:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise CheckpointError(f"cannot read checkpoint {self.path}: {exc.strerror}") from None
+            text, name = _os_reason(exc)
+            raise CheckpointError(f"cannot read checkpoint {self.path}: {text} [{name}]", name) from None
         except orjson.JSONDecodeError as exc:
             raise CheckpointError(f"checkpoint {self.path} is not valid JSON ({exc}); fix or delete it") from None
         try:
@@ -125,17 +173,80 @@ class CheckpointFile:
 
     def save_bytes(self, payload: bytes) -> None:
         try:
+            self._write(payload, keep=True)
+        except CheckpointError as exc:
+            self.last_error = exc
+            raise
+        self.last_error = None
+
+    def check_writable(self) -> None:
+        """Write (and remove) a file of the checkpoint's size next to it, as a save would; CheckpointError if not.
+
+        Run before anything is published, so that a path that can never work is reported at start-up, when
+        stopping costs nothing, rather than after the first block went out.
+        """
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        self._write(b" " * max(size, 4096), keep=False)
+
+    def _write(self, payload: bytes, keep: bool) -> None:
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # mkdir's own wording ("File exists") would point the reader the wrong way
+            raise CheckpointError(f"cannot write checkpoint {self.path}: {self.path.parent} is not a directory "
+                                  "[ENOTDIR]", "ENOTDIR") from None
+        except OSError as exc:
+            text, name = _os_reason(exc)
+            raise CheckpointError(f"cannot write checkpoint {self.path}: {text} [{name}]", name) from None
+        try:
             fd, tmp = tempfile.mkstemp(prefix=self.path.name, dir=self.path.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(payload)
                     f.flush()
                     os.fsync(f.fileno())
-                os.replace(tmp, self.path)
+                if keep:
+                    os.replace(tmp, self.path)
+                else:
+                    os.unlink(tmp)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise CheckpointError(f"cannot write checkpoint {self.path}: {exc.strerror}") from None
+            text, name = _os_reason(exc)
+            raise CheckpointError(f"cannot write checkpoint {self.path}: {text} [{name}]", name) from None
 
+
+async def save_until_written(
+    file: CheckpointFile, checkpoint: Checkpoint, stopping: asyncio.Event, metrics: ConnectorMetrics
+) -> bool:
+    """Write ``checkpoint``, retrying with backoff while the file system refuses; False when stop came first.
+
+    The caller has already published the block, so it must not go on to the next one before this returns
+    True (see the module docstring for why it holds rather than exits or publishes on).
+    """
+    backoff = Backoff(initial=1.0, maximum=30.0)
+    failures = 0
+    while True:
+        try:
+            await asyncio.to_thread(file.save, checkpoint)
+        except CheckpointError as exc:
+            failures += 1
+            metrics.checkpoint_failed(exc.reason)
+            delay = backoff.next_delay()
+            log.error("%s: %s; block %d is published but not checkpointed, holding there (attempt %d, retry in "
+                      "%.1f s)", checkpoint.chain, exc, checkpoint.number, failures, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+            if stopping.is_set():
+                log.error("%s: stopping with checkpoint %s behind: block %d will be published again on the next "
+                          "start", checkpoint.chain, file.path, checkpoint.number)
+                return False
+            continue
+        if failures:
+            log.warning("%s: checkpoint %s written again (block %d) after %d failed attempts", checkpoint.chain,
+                        file.path, checkpoint.number, failures)
+        metrics.checkpoint_written()
+        return True

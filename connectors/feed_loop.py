@@ -135,6 +135,12 @@ class FeedLoop(ABC, Generic[S]):
     def stop(self) -> None:
         self.stopping.set()
 
+    @property
+    def delivering(self) -> bool:
+        """Connected, and not held by a checkpoint that cannot be written: the heartbeat's ``connected``, so
+        that the worker reports a lost feed (not a stalled chain) while the connector holds at a block."""
+        return self.connected and self.writer.checkpoint_file.last_error is None
+
     def request_label_reload(self) -> None:
         """SIGHUP: reload label files now."""
         self.reload_labels.set()
@@ -167,7 +173,7 @@ class FeedLoop(ABC, Generic[S]):
         while not self.stopping.is_set():
             published = self.writer.published_number
             beat = FeedHeartbeat(self.config.chain, max(self.heartbeat_node_head(), published), published,
-                                 self.connected, self.clock())
+                                 self.delivering, self.clock())
             try:
                 await asyncio.to_thread(self.publisher.heartbeat, beat)
             except PublishError as exc:

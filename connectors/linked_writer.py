@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.backoff import Backoff
-from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock
+from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock, save_until_written
 from connectors.evm.reorg import CanonicalHash, find_fork, retractions
 from connectors.labels import LabelRegistry
 from connectors.metrics import ConnectorMetrics
@@ -115,6 +115,7 @@ class LinkedWriter:
         """After a fork deeper than the blocks remembered, take the node's block just below the orphaned ones as
         the new base (EVM: every number has a block); otherwise the oldest orphaned block's parent hash."""
         self.checkpoint = checkpoint_file.load()
+        checkpoint_file.check_writable()  # a path that can never be written fails now, not after publishing
         if self.checkpoint is not None and self.checkpoint.chain != chain:
             raise CheckpointError(
                 f"checkpoint {checkpoint_file.path} belongs to chain {self.checkpoint.chain!r}, not {chain!r}; "
@@ -202,6 +203,12 @@ class LinkedWriter:
             if self.stopping.is_set():
                 raise Stopped(f"{what}: stop requested before Kafka acknowledged it")
 
+    async def _save_checkpoint(self, what: str) -> None:
+        """Write the checkpoint, holding here while the file system refuses (connectors.checkpoint)."""
+        assert self.checkpoint is not None
+        if not await save_until_written(self.checkpoint_file, self.checkpoint, self.stopping, self.metrics):
+            raise Stopped(f"{what}: stop requested before its checkpoint was written")
+
     async def publish(self, block: LinkedBlock) -> None:
         """Publish the next block (it must extend the checkpoint) and checkpoint it."""
         head = block.head
@@ -218,7 +225,7 @@ class LinkedWriter:
         cp = self.checkpoint
         recent = (published,) if cp is None else (*cp.recent, published)[-self.window:]
         self.checkpoint = Checkpoint(self.chain, head.number, head.hash, recent)
-        await asyncio.to_thread(self.checkpoint_file.save, self.checkpoint)
+        await self._save_checkpoint(f"block {head.number}")
         self.blocks_published += 1
         self.events_published += len(block.transfers)
         self.metrics.published(head.number, head.block_time, max(self.node_head, head.number))
@@ -262,7 +269,7 @@ class LinkedWriter:
                 f"{oldest.number} may remain unretracted",
                 "reorg",
             )
-        await asyncio.to_thread(self.checkpoint_file.save, self.checkpoint)
+        await self._save_checkpoint(f"rewind to block {self.checkpoint.number}")
         self.metrics.reorg()
         for t in events:
             self.metrics.events(t.direction.value, True)

@@ -44,6 +44,9 @@ class ConnectorMetrics:
         self._rpc_retries = counter("rpc_retries_total", "Node calls retried, by reason.", ("reason",))
         self._switches = counter("node_lag_switches_total", "Switches away from a node that fell behind others.")
         self._label_reloads = counter("label_reloads_total", "Label registry reloads, by outcome.", ("outcome",))
+        self._checkpoint_ok = gauge("checkpoint_ok", "1 while the checkpoint file is written, 0 while writes fail.")
+        self._checkpoint_errors = counter("checkpoint_errors_total", "Failed checkpoint writes, by OS error.",
+                                          ("reason",))
         self._node_head_time = 0
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
@@ -87,6 +90,13 @@ class ConnectorMetrics:
 
     def label_reload(self, outcome: str) -> None:
         self._label_reloads.labels(self.chain, outcome).inc()
+
+    def checkpoint_written(self) -> None:
+        self._checkpoint_ok.labels(self.chain).set(1)
+
+    def checkpoint_failed(self, reason: str) -> None:
+        self._checkpoint_ok.labels(self.chain).set(0)
+        self._checkpoint_errors.labels(self.chain, reason).inc()
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of one sample (tests and the benchmark read figures through this)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from connectors.addresses import tron_address
-from connectors.checkpoint import CheckpointError, CheckpointFile
+from connectors.checkpoint import EXIT_CHECKPOINT, CheckpointError, CheckpointFile
 from connectors.family import ChainFamily
 from connectors.feed import ChainFeed, FeedConfig
 from connectors.feed_loop import FeedLoop, FeedSettings, WrongNetwork
@@ -63,21 +63,26 @@ def parse_headers(values: Sequence[str]) -> dict[str, str]:
 
 
 def run_process(chain: str, kafka: str, topics: Topics, partitions: int, metrics_port: int,
-                main: Callable[[BlockPublisher, ConnectorMetrics], Coroutine[Any, Any, T]],
-                config_errors: tuple[type[Exception], ...] = (WrongNetwork, CheckpointError)) -> T | int:
-    """Topics, a producer and the metrics endpoint, then ``main`` until it returns; a configuration error found
-    on the way (wrong network, unusable checkpoint) is logged and becomes :data:`EXIT_CONFIG`."""
+                checkpoint: CheckpointFile, main: Callable[[BlockPublisher, ConnectorMetrics], Coroutine[Any, Any, T]],
+                config_errors: tuple[type[Exception], ...] = (WrongNetwork,)) -> T | int:
+    """Topics, a producer and the metrics endpoint, then ``main`` until it returns. A configuration error found
+    on the way (wrong network) is logged and becomes :data:`EXIT_CONFIG`; a checkpoint that cannot be read or
+    written, at start-up or still failing when stopped, becomes :data:`EXIT_CHECKPOINT`."""
     ensure_topics(kafka, topics, partitions)
     publisher = BlockPublisher(kafka, topics)
     metrics = ConnectorMetrics(chain)
     metrics.serve(metrics_port)
     try:
-        return asyncio.run(main(publisher, metrics))
+        result = asyncio.run(main(publisher, metrics))
+    except CheckpointError as exc:
+        log.error("%s", exc)
+        return EXIT_CHECKPOINT
     except config_errors as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
     finally:
         publisher.close()
+    return EXIT_CHECKPOINT if checkpoint.last_error is not None else result
 
 
 def on_signals(stop: Callable[[], None], reload: Callable[[], None] | None = None) -> None:
@@ -94,13 +99,15 @@ def run_feed(feed_class: type[FeedLoop[S]], config: S, label_paths: Sequence[Pat
     """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
     source = load_labels(config, label_paths)
 
+    checkpoint_file = CheckpointFile(checkpoint)
+
     async def main(publisher: BlockPublisher, metrics: ConnectorMetrics) -> int:
-        feed = feed_class(config, source, publisher, CheckpointFile(checkpoint), metrics)
+        feed = feed_class(config, source, publisher, checkpoint_file, metrics)
         on_signals(feed.stop, feed.request_label_reload)
         await feed.run()
         return 0
 
-    return run_process(config.chain, kafka, topics, partitions, metrics_port, main)
+    return run_process(config.chain, kafka, topics, partitions, metrics_port, checkpoint_file, main)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ a user runs: real subprocesses talking to a real Kafka, node and ClickHouse.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.errors import KafkaError
+from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment
 
 from schemas.codec import SchemaError, decode_as
 from schemas.records import OutageEvent
@@ -53,7 +56,14 @@ def free_port() -> int:
 
 @dataclass
 class PipelineProcesses:
-    """A worker and a connector as subprocesses of this one, with their logs in ``run_dir``."""
+    """Workers and a connector as subprocesses of this one, with their logs in ``run_dir``.
+
+    The first worker is named ``worker``: its web API is on ``web_port``, its Faust data in ``run_dir/worker``
+    and its embedded store in ``run_dir/chdb``. More workers (``start_worker("worker2")``) join the same
+    consumer group (same topic prefix, so the same app id) with a web port, a data folder and an embedded
+    store of their own: an embedded chdb folder can be held by one process only, while a ClickHouse server
+    (``clickhouse_url``) is shared by all of them.
+    """
 
     run_dir: Path
     kafka: str
@@ -64,10 +74,27 @@ class PipelineProcesses:
     web_port: int = field(default_factory=free_port)
     partitions: int = 4
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    worker_ports: dict[str, int] = field(default_factory=dict)
+    """Web port of every worker started so far, by name."""
 
     @property
     def topics(self) -> Topics:
         return Topics(self.prefix)
+
+    @property
+    def app_id(self) -> str:
+        """The workers' Faust app id, which is also their Kafka consumer group (see ``haltwatch worker``)."""
+        return f"{self.prefix}-worker"
+
+    def _worker_env(self, name: str) -> dict[str, str]:
+        if name == "worker":
+            return {}
+        port = self.worker_ports.setdefault(name, free_port())
+        return {
+            "HALTWATCH_CHDB_PATH": str(self.run_dir / f"{name}-chdb"),
+            "HALTWATCH_DATA_DIR": str(self.run_dir / name),
+            "HALTWATCH_WEB_PORT": str(port),
+        }
 
     def _env(self) -> dict[str, str]:
         env = {
@@ -86,20 +113,23 @@ class PipelineProcesses:
             env.pop("HALTWATCH_CLICKHOUSE_URL", None)
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its life
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "haltwatch", *args],
-            env=self._env(),
+            env={**self._env(), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.run_dir,
             start_new_session=True,
         )
 
-    def start_worker(self) -> None:
-        self._spawn("worker", ["worker"])
+    def start_worker(self, name: str = "worker") -> None:
+        """Start a worker of this pipeline's consumer group; its log is ``run_dir/<name>.log``."""
+        if name == "worker":
+            self.worker_ports["worker"] = self.web_port
+        self._spawn(name, ["worker"], self._worker_env(name))
 
     def start_connector(self, chain: str = "ethereum", start_block: int | None = None) -> None:
         args = ["connect", "--chain", chain, "--ws-url", self.ws_url, "--labels", str(self.labels),
@@ -108,23 +138,32 @@ class PipelineProcesses:
             args += ["--start-block", str(start_block)]
         self._spawn("connector", args)
 
-    def api(self, path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=10) as response:
+    def api(self, path: str, worker: str = "worker") -> Any:
+        """GET ``path`` from a worker's JSON API (the first worker unless named)."""
+        port = self.web_port if worker == "worker" else self.worker_ports[worker]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
             return orjson.loads(response.read())
 
-    def wait_worker_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_worker_ready(self, timeout_s: float = 90.0, name: str = "worker") -> None:
         """Until the worker's web API answers from the store (Kafka joined, migrations applied)."""
         deadline = time.monotonic() + timeout_s
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                self.api("/outages")
+                self.api("/outages", worker=name)
                 return
             except Exception as exc:  # not up yet
                 last_error = exc
                 time.sleep(0.5)
-        raise TimeoutError(f"worker not ready after {timeout_s} s ({last_error}); see {self.run_dir}/worker.log")
+        raise TimeoutError(f"{name} not ready after {timeout_s} s ({last_error}); see {self.run_dir}/{name}.log")
+
+    def group_assignment(self, topic: str) -> list[set[int]]:
+        """The partitions of ``topic`` each member of the workers' consumer group holds, as Kafka sees them.
+
+        Read with the admin client from the group coordinator, so it is the assignment every worker got from
+        the last completed rebalance (empty while one is in progress)."""
+        return consumer_group_assignment(self.kafka, self.app_id, topic)
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -153,6 +192,47 @@ class PipelineProcesses:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def consumer_group_assignment(kafka: str, group: str, topic: str) -> list[set[int]]:
+    """Partitions of ``topic`` held by each member of a *stable* consumer group; [] while it rebalances."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka, client_id="haltwatch-group-probe")
+    quiet = _DropUndecodable()
+    group_log = logging.getLogger("kafka.admin._groups")
+    group_log.addFilter(quiet)
+    try:
+        description = admin.describe_groups([group])[group]
+    except KafkaError as exc:
+        if exc.retriable:  # e.g. no coordinator yet: the broker creates its offsets topic on the first join
+            return []
+        raise
+    finally:
+        group_log.removeFilter(quiet)
+        admin.close()
+    if description.get("error") or description.get("group_state") != "Stable":
+        return []
+    return [assigned_partitions(member.get("member_assignment") or b"", topic)
+            for member in description.get("members", [])]
+
+
+class _DropUndecodable(logging.Filter):
+    """Faust's members announce themselves with metadata of their own, which the admin client fails to decode
+    and warns about at every describe; the assignments, which is what is read here, decode fine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unable to decode member_metadata")
+
+
+def assigned_partitions(assignment: bytes | dict[str, Any] | Any, topic: str) -> set[int]:
+    """Partitions of ``topic`` in a consumer-protocol assignment, in whichever form the admin client returns
+    it: a plain dict (the usual), the protocol object, or raw bytes."""
+    if not assignment:  # a member that got nothing, or a group still forming
+        return set()
+    if isinstance(assignment, bytes | bytearray):
+        assignment = ConsumerProtocolAssignment.decode(bytes(assignment))
+    if not isinstance(assignment, dict):
+        assignment = assignment.to_dict()
+    return {p for a in assignment.get("assigned_partitions") or [] if a["topic"] == topic for p in a["partitions"]}
 
 
 class OutageWatcher:

@@ -8,6 +8,7 @@ in a minute, and the detector, which only knows chain time, cannot tell.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -52,6 +53,32 @@ SCENARIOS: dict[str, list[Phase]] = {
 }
 
 
+def random_address(rng: random.Random) -> str:
+    return "0x" + rng.getrandbits(160).to_bytes(20, "big").hex()
+
+
+def withdrawal_tx(rng: random.Random, hot: str) -> dict[str, str]:
+    """A payout from ``hot`` to a fresh user: ETH, a token, or a token that returns nothing (like USDT)."""
+    user = random_address(rng)
+    kind = rng.random()
+    if kind < 0.45:
+        return {"from": hot, "to": user, "value": hex(rng.randint(10**15, 10**18))}
+    token = TOKEN_ADDRESS if kind < 0.9 else NO_RETURN_TOKEN_ADDRESS
+    amount = rng.randint(10 * 10**6, 50_000 * 10**6)
+    return {"from": hot, "to": token, "data": transfer_calldata(user, amount)}
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    """Withdrawals in one block (Knuth's method: means here are a few per block)."""
+    if mean <= 0:
+        return 0
+    threshold, k, product = pow(2.718281828459045, -mean), 0, rng.random()
+    while product > threshold:
+        k += 1
+        product *= rng.random()
+    return k
+
+
 class ExchangePlayer:
     """Drives anvil's dev accounts: account 0 is the exchange's hot wallet."""
 
@@ -90,9 +117,6 @@ class ExchangePlayer:
             await rpc.call("anvil_setCode", [TOKEN_ADDRESS, token_runtime(returns_bool=True)])
             await rpc.call("anvil_setCode", [NO_RETURN_TOKEN_ADDRESS, token_runtime(returns_bool=False)])
 
-    def _user(self) -> str:
-        return "0x" + self.rng.getrandbits(160).to_bytes(20, "big").hex()
-
     async def play(
         self, phases: list[Phase], on_block: Callable[[BlockPlayed], None] | None = None
     ) -> list[BlockPlayed]:
@@ -116,16 +140,8 @@ class ExchangePlayer:
 
     async def _block(self, rpc: JsonRpcSocket, phase: Phase, chain_time: int) -> BlockPlayed:
         withdrawals = []
-        for _ in range(self._poisson(phase.withdrawals_per_block)):
-            user = self._user()
-            kind = self.rng.random()
-            if kind < 0.45:
-                tx = {"from": self.hot, "to": user, "value": hex(self.rng.randint(10**15, 10**18))}
-            else:
-                token = TOKEN_ADDRESS if kind < 0.9 else NO_RETURN_TOKEN_ADDRESS
-                amount = self.rng.randint(10 * 10**6, 50_000 * 10**6)
-                tx = {"from": self.hot, "to": token, "data": transfer_calldata(user, amount)}
-            withdrawals.append(await rpc.call("eth_sendTransaction", [tx]))
+        for _ in range(poisson(self.rng, phase.withdrawals_per_block)):
+            withdrawals.append(await rpc.call("eth_sendTransaction", [withdrawal_tx(self.rng, self.hot)]))
         if self.rng.random() < 0.3:  # a user deposit keeps the exchange's inbound side busy throughout
             depositor = self.accounts[1 + self.rng.randrange(5)]
             await rpc.call("eth_sendTransaction", [{"from": depositor, "to": self.deposit, "value": hex(10**17)}])
@@ -136,11 +152,96 @@ class ExchangePlayer:
         number = int(await rpc.call("eth_blockNumber"), 16)
         return BlockPlayed(phase.name, number, chain_time, time.time(), [w.lower() for w in withdrawals])
 
-    def _poisson(self, mean: float) -> int:
-        if mean <= 0:
-            return 0
-        threshold, k, product = pow(2.718281828459045, -mean), 0, self.rng.random()
-        while product > threshold:
-            k += 1
-            product *= self.rng.random()
-        return k
+
+@dataclass(slots=True)
+class FleetBlockPlayed:
+    """One block of a fleet: each exchange's phase in it and the withdrawals it paid there."""
+
+    number: int
+    block_time: int
+    phases: dict[str, str]
+    withdrawals: dict[str, list[str]]
+
+
+class FleetPlayer:
+    """Several exchanges on one chain at once, each with its own wallets and its own phases.
+
+    Transfers are keyed by exchange, so several exchanges spread over the topic's partitions: this is what a
+    test of more than one worker needs. The wallets are fixed addresses derived from the exchange's name that
+    anvil lets us send from (``anvil_impersonateAccount``), so any number of exchanges can play.
+    """
+
+    ROLES = ("hot", "deposit", "cold")
+
+    def __init__(self, ws_url: str, exchanges: list[str], block_time_s: int = 12, seed: int = 7,
+                 wall_per_block_s: float = 0.0) -> None:
+        if len(set(exchanges)) != len(exchanges) or not exchanges:
+            raise ValueError(f"exchanges must be distinct and not empty: {exchanges}")
+        self.ws_url = ws_url
+        self.exchanges = list(exchanges)
+        self.block_time_s = block_time_s
+        self.rng = random.Random(seed)
+        self.wall_per_block_s = wall_per_block_s
+        self.depositors: list[str] = []
+
+    def wallet(self, exchange: str, role: str) -> str:
+        """The same address for an exchange's role in every run, so that label files and results compare."""
+        return "0x" + hashlib.sha256(f"haltwatch fleet {exchange} {role}".encode()).hexdigest()[:40]
+
+    def write_labels(self, path: Path) -> None:
+        path.write_text("".join(
+            f'[[wallet]]\nexchange = "{exchange}"\nchain = "ethereum"\naddress = "{self.wallet(exchange, role)}"\n'
+            f'role = "{role}"\nsource = "address played by haltwatch.traffic"\n\n'
+            for exchange in self.exchanges for role in self.ROLES
+        ))
+
+    async def setup(self) -> None:
+        async with JsonRpcSocket(self.ws_url) as rpc:
+            self.depositors = [a.lower() for a in await rpc.call("eth_accounts")][1:6]
+            await rpc.call("anvil_setCode", [TOKEN_ADDRESS, token_runtime(returns_bool=True)])
+            await rpc.call("anvil_setCode", [NO_RETURN_TOKEN_ADDRESS, token_runtime(returns_bool=False)])
+            for exchange in self.exchanges:
+                for role in ("hot", "cold"):
+                    address = self.wallet(exchange, role)
+                    await rpc.call("anvil_impersonateAccount", [address])
+                    await rpc.call("anvil_setBalance", [address, hex(10**24)])
+
+    async def play(self, plans: dict[str, list[Phase]]) -> list[FleetBlockPlayed]:
+        """Play every exchange's phases side by side; all plans must cover the same number of blocks."""
+        if set(plans) != set(self.exchanges):
+            raise ValueError(f"a plan for each of {self.exchanges} is needed, got {sorted(plans)}")
+        if any(p.stall_s > 0 for phases in plans.values() for p in phases):
+            raise ValueError("a chain stall stops every exchange at once: play it with ExchangePlayer")
+        timelines = {ex: [p for p in phases for _ in range(p.blocks)] for ex, phases in plans.items()}
+        lengths = {len(t) for t in timelines.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"plans cover different numbers of blocks: { {e: len(t) for e, t in timelines.items()} }")
+        played: list[FleetBlockPlayed] = []
+        async with JsonRpcSocket(self.ws_url) as rpc:
+            latest = await rpc.call("eth_getBlockByNumber", ["latest", False])
+            chain_time = int(latest["timestamp"], 16)
+            for i in range(lengths.pop()):
+                chain_time += self.block_time_s
+                withdrawals: dict[str, list[str]] = {}
+                for exchange in self.exchanges:
+                    phase = timelines[exchange][i]
+                    hot = self.wallet(exchange, "hot")
+                    withdrawals[exchange] = [
+                        str(await rpc.call("eth_sendTransaction", [withdrawal_tx(self.rng, hot)])).lower()
+                        for _ in range(poisson(self.rng, phase.withdrawals_per_block))
+                    ]
+                    if self.rng.random() < 0.1:  # user deposits go on during a halt
+                        await rpc.call("eth_sendTransaction", [{
+                            "from": self.rng.choice(self.depositors), "to": self.wallet(exchange, "deposit"),
+                            "value": hex(10**17)}])
+                    if self.rng.random() < 0.05:  # cold-to-hot top-up: internal, never a withdrawal
+                        await rpc.call("eth_sendTransaction", [{
+                            "from": self.wallet(exchange, "cold"), "to": hot, "value": hex(10**18)}])
+                await rpc.call("evm_setNextBlockTimestamp", [chain_time])
+                await rpc.call("evm_mine", [])
+                number = int(await rpc.call("eth_blockNumber"), 16)
+                played.append(FleetBlockPlayed(number, chain_time, {e: t[i].name for e, t in timelines.items()},
+                                               withdrawals))
+                if self.wall_per_block_s:
+                    await asyncio.sleep(self.wall_per_block_s)
+        return played

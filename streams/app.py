@@ -52,6 +52,7 @@ from schemas.records import (
 )
 from schemas.topics import Topics
 from streams.detection import ChainMonitor, DetectionPolicy, IncidentCorrelator, OutageDetector, WallClock
+from streams.kafka_topics import TopicSpec, declare_topics
 from streams.store.backend import ClickHouseBackend, StoreError
 from streams.store.dedup import TransferDedup
 from streams.store.migrate import open_migrated
@@ -99,9 +100,20 @@ class WorkerSettings:
     """Status page, health, metrics and webhook alerts (``streams/web``)."""
 
 
+class WorkerApp(faust.App):
+    """The Faust app, which creates its topics before it starts (why: ``streams/kafka_topics.py``)."""
+
+    topic_specs: list[TopicSpec]
+    bootstrap: str
+
+    async def on_first_start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, declare_topics, self.bootstrap, self.topic_specs)
+        await super().on_first_start()
+
+
 def create_app(settings: WorkerSettings) -> faust.App:
     """Build the Faust app; nothing connects until a worker starts it."""
-    app = faust.App(
+    app = WorkerApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -134,6 +146,15 @@ def create_app(settings: WorkerSettings) -> faust.App:
     state_table = app.Table(
         "detector-state", default=None, partitions=settings.partitions, key_type=str, value_type=bytes
     )
+
+    app.bootstrap = settings.kafka_bootstrap
+    app.topic_specs = [
+        *(TopicSpec(name, settings.partitions) for name in
+          (topics.transfers, topics.heads, topics.outages, topics.chain_status, topics.dead_letters)),
+        TopicSpec(correlation_topic.get_topic_name(), 1),
+        TopicSpec(snapshot_topic.get_topic_name(), 1),
+        TopicSpec(state_table.changelog_topic.get_topic_name(), settings.partitions, compacted=True),
+    ]
 
     clock = WallClock()
     detector = OutageDetector(settings.policy, clock, correlate=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from connectors.checkpoint import CheckpointError, CheckpointFile
+from connectors.checkpoint import CheckpointFile
 from connectors.evm.backfill import Backfill, BackfillResult
 from connectors.evm.config import EvmChainConfig
 from connectors.evm.connector import EvmConnector
@@ -44,12 +44,13 @@ def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint
                  progress: bool = True) -> BackfillResult | int:
     """Publish ``from_block..to_block``; returns the result, or an exit code on a configuration error."""
     source = load_labels(config, label_paths)
+    checkpoint_file = CheckpointFile(checkpoint)
 
     async def main(publisher: BlockPublisher, metrics: ConnectorMetrics) -> BackfillResult:
-        backfill = Backfill(config, source, publisher, CheckpointFile(checkpoint), from_block, to_block, metrics,
+        backfill = Backfill(config, source, publisher, checkpoint_file, from_block, to_block, metrics,
                             progress=progress)
         on_signals(backfill.stop)
         return await backfill.run()
 
-    return run_process(config.chain, kafka, topics, partitions, metrics_port, main,
-                       (WrongNetwork, CheckpointError, ValueError))
+    return run_process(config.chain, kafka, topics, partitions, metrics_port, checkpoint_file, main,
+                       (WrongNetwork, ValueError))

@@ -1,0 +1,69 @@
+"""The worker's topics, created and visible in the broker's metadata before Faust subscribes to them.
+
+A consumer that joins its group while a topic it subscribes to is missing from the broker's metadata gets no
+partition of it until its next metadata refresh, five minutes later with aiokafka's default. For the detector's
+changelog-backed table this is worse than a delay: every write to the table then fails (Faust's
+``PartitionsMismatch``: the changelog "has 0 partitions"), after the detector has already moved on in memory,
+so the decision being made (an outage opening, say) is lost. Faust creates its internal topics itself, but
+during start-up, moments before the consumer's first metadata request, and a KRaft broker lists a new topic
+in its metadata only a little after it acknowledged the creation: on a fresh deployment the first worker
+could lose its first five minutes of decisions. So the worker creates every topic it reads or writes, then
+waits until the broker lists them all, before Faust starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+    """Changelogs are compacted, as Faust itself would create them: the latest state of each key is kept."""
+
+
+def declare_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 60.0) -> bool:
+    """Create the missing topics and wait until the broker lists all of them; False if Kafka did not let us
+    within ``timeout_s`` (the worker then starts anyway, and Faust's own retries take over)."""
+    deadline = time.monotonic() + timeout_s
+    wanted = {spec.name: spec for spec in specs}
+    while True:
+        try:
+            if _create_and_check(bootstrap, wanted):
+                return True
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                log.warning("could not declare the worker's topics in %.0f s: %r", timeout_s, exc)
+                return False
+        if time.monotonic() > deadline:
+            log.warning("topics not yet listed by the broker after %.0f s; starting anyway", timeout_s)
+            return False
+        time.sleep(0.2)
+
+
+def _create_and_check(bootstrap: str, wanted: dict[str, TopicSpec]) -> bool:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="haltwatch-worker-topics")
+    try:
+        existing = set(admin.list_topics())
+        missing = [wanted[name] for name in sorted(set(wanted) - existing)]
+        if missing:
+            new = [NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=1,
+                            topic_configs={"cleanup.policy": "compact"} if spec.compacted else {})
+                   for spec in missing]
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new)
+            existing = set(admin.list_topics())
+        return set(wanted) <= existing
+    finally:
+        admin.close()
