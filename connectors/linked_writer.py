@@ -1,19 +1,21 @@
 """Publish blocks that are linked by their parent, checkpoint each one, retract orphaned ones.
 
-The writer of the Solana, Bitcoin and Tron connectors. It differs from the EVM writer in one rule: a block
-follows the checkpoint when its *parent* is the last published block (number and hash), not when its number
-is one higher. On Bitcoin and Tron that is the same thing; on Solana, slots without a block (skipped slots)
-are normal, so a block at slot 105 whose ``parentSlot`` is 101 follows a checkpoint at 101. The checkpoint
-file is the same format as the EVM connector's (``connectors.checkpoint``), numbered by slot or height.
+The one writer of every connector (EVM, Solana, Bitcoin, Tron). A block follows the checkpoint when its
+*parent* is the last published block (number and hash). On EVM chains, Bitcoin and Tron the parent is always
+the number just below; on Solana, slots without a block (skipped slots) are normal, so a block at slot 105
+whose ``parentSlot`` is 101 follows a checkpoint at 101. The checkpoint file (``connectors.checkpoint``) is
+numbered by block, slot or height.
 
 Order of work per block: dead letters of its odd parts, its transfers and head (acknowledged by Kafka), then
 the checkpoint. A crash between Kafka's acknowledgement and the checkpoint publishes that block again after
-the restart with identical records; a block is never skipped. A Kafka failure does not end the process: the
+the restart with identical records (same keys, same event ids; only the head's wall-clock ``received_at``
+differs), which consumers collapse; a block is never skipped. A Kafka failure does not end the process: the
 same block is published again after a growing, jittered wait, and the producer is replaced now and then.
 
 On a fork (a block whose parent is not what we published), :meth:`LinkedWriter.undo_reorg` walks back to the
-common ancestor with the node's canonical hashes, publishes exact retractions (``removed=True``) of every
-event of the orphaned blocks, and moves the checkpoint back; the caller then reads forward again.
+common ancestor with the node's canonical hashes, publishes exact retractions (``removed=True``, keyed by
+exchange like the originals so each lands after its original) of every event of the orphaned blocks, and
+moves the checkpoint back; the caller then reads forward again.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from dataclasses import dataclass, field
 from connectors.backoff import Backoff
 from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock, save_until_written
 from connectors.evm.reorg import CanonicalHash, find_fork, retractions
+from connectors.labels import LabelRegistry
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher, PublishError
+from connectors.rotation import RotationWatch
 from schemas.records import ChainHead, DeadLetter, LabelSuggestion, TransferEvent
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,10 @@ MAX_HELD_DEAD_LETTERS = 10_000
 
 class Stopped(Exception):
     """Stop was requested while waiting to retry; the block stays unpublished and not checkpointed."""
+
+
+class MalformedBlock(ValueError):
+    """A block reply lacks a field we must have: the block is read again, never skipped (a gap looks like silence)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,25 @@ class LinkedBlock:
     malformed: list[Malformed] = field(default_factory=list)
     suggestions: list[LabelSuggestion] = field(default_factory=list)
 
+    def observe(self, rotation: RotationWatch | None, tx_hash: str, asset: str, amount: int, src: str,
+                dst: str) -> None:
+        """Show one movement, labelled or not, to the hot-wallet rotation watch; its suggestions ride along."""
+        if rotation is not None:
+            suggestion = rotation.observe(self.head.block_time, tx_hash, asset, amount, src, dst)
+            if suggestion is not None:
+                self.suggestions.append(suggestion)
+
+    def add_labelled(self, labels: LabelRegistry, tx_hash: str, log_index: int, asset: str, amount: int,
+                     decimals: int, src: str, dst: str) -> None:
+        """One transfer event per labelled side of a movement (none when neither side is labelled)."""
+        head = self.head
+        for c in labels.classify(head.chain, src, dst):
+            self.transfers.append(TransferEvent(
+                chain=head.chain, block_number=head.number, block_hash=head.hash, block_time=head.block_time,
+                tx_hash=tx_hash, log_index=log_index, asset=asset, amount=str(amount), decimals=decimals,
+                from_address=src, to_address=dst, exchange=c.exchange, direction=c.direction,
+            ))
+
 
 class LinkedWriter:
     """Publishes one chain's blocks in parent order and keeps its checkpoint."""
@@ -73,6 +100,7 @@ class LinkedWriter:
         stopping: asyncio.Event,
         clock: Callable[[], float] = time.time,
         reset_producer_after: int = 3,
+        rebase_on_node: bool = False,
     ) -> None:
         self.chain = chain
         self.source = source
@@ -83,6 +111,9 @@ class LinkedWriter:
         self.stopping = stopping
         self.clock = clock
         self.reset_producer_after = reset_producer_after
+        self.rebase_on_node = rebase_on_node
+        """After a fork deeper than the blocks remembered, take the node's block just below the orphaned ones as
+        the new base (EVM: every number has a block); otherwise the oldest orphaned block's parent hash."""
         self.checkpoint = checkpoint_file.load()
         checkpoint_file.check_writable()  # a path that can never be written fails now, not after publishing
         if self.checkpoint is not None and self.checkpoint.chain != chain:
@@ -126,6 +157,7 @@ class LinkedWriter:
 
     @property
     def can_walk_back(self) -> bool:
+        """False only for a checkpoint written before recent blocks were kept: nothing to compare with."""
         return self.checkpoint is not None and bool(self.checkpoint.recent)
 
     # -- dead letters ------------------------------------------------------------------------------
@@ -227,7 +259,10 @@ class LinkedWriter:
             self.checkpoint = cp.rewind(fork.ancestor.number, fork.ancestor.hash)
         else:
             oldest = fork.orphaned[-1]
-            self.checkpoint = Checkpoint(cp.chain, oldest.number - 1, oldest.parent_hash, ())
+            base_hash = oldest.parent_hash
+            if self.rebase_on_node:
+                base_hash = await canonical_hash(oldest.number - 1) or base_hash
+            self.checkpoint = Checkpoint(cp.chain, oldest.number - 1, base_hash, ())
             self.dead_letter(
                 oldest.hash,
                 f"fork deeper than the {len(cp.recent)} blocks remembered: events published before block "

@@ -1,7 +1,7 @@
-"""Process wiring for ``haltwatch connect --family solana|bitcoin|tron``: Kafka, labels, metrics, signals.
+"""Process wiring for ``haltwatch connect`` (every family) and ``haltwatch backfill``: Kafka, labels, metrics, signals.
 
-The same as :func:`connectors.evm.run.run_connector` for the EVM family, for any :class:`ChainFeed`; kept
-out of the CLI so tests can start the same wiring in-process.
+Kept out of the CLI so the command functions stay a list of options, and so tests and the benchmark can start
+the same wiring in-process. The option parsing of the non-EVM families lives here too (:func:`feed_for`).
 """
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from connectors.addresses import tron_address
 from connectors.checkpoint import EXIT_CHECKPOINT, CheckpointError, CheckpointFile
 from connectors.family import ChainFamily
-from connectors.feed import ChainFeed, FeedConfig, WrongNetwork
+from connectors.feed import ChainFeed, FeedConfig
+from connectors.feed_loop import FeedLoop, FeedSettings, WrongNetwork
 from connectors.label_watch import LabelSource
 from connectors.labels import LabelError, describe
 from connectors.metrics import ConnectorMetrics
@@ -26,11 +27,13 @@ from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 EXIT_CONFIG = 2
+S = TypeVar("S", bound=FeedSettings)
+T = TypeVar("T")
 
 
-def load_labels(config: FeedConfig, paths: Sequence[Path]) -> LabelSource:
+def load_labels(config: FeedSettings, paths: Sequence[Path]) -> LabelSource:
     """The label source; a chain labelled as another family than the connector's is a LabelError."""
-    source = LabelSource(paths)
+    source = LabelSource(paths)  # LabelError propagates: a bad file at start is the user's to fix
     family = source.registry.family(config.chain)
     if family is not None and family is not config.family:
         raise LabelError(f"the label files make chain {config.chain!r} a {family.value} chain, but this is a "
@@ -59,36 +62,52 @@ def parse_headers(values: Sequence[str]) -> dict[str, str]:
     return headers
 
 
-def run_feed(feed_class: type[ChainFeed], config: FeedConfig, label_paths: Sequence[Path], checkpoint: Path,
-             kafka: str, topics: Topics, partitions: int, metrics_port: int) -> int:
-    """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
-    source = load_labels(config, label_paths)
+def run_process(chain: str, kafka: str, topics: Topics, partitions: int, metrics_port: int,
+                checkpoint: CheckpointFile, main: Callable[[BlockPublisher, ConnectorMetrics], Coroutine[Any, Any, T]],
+                config_errors: tuple[type[Exception], ...] = (WrongNetwork,)) -> T | int:
+    """Topics, a producer and the metrics endpoint, then ``main`` until it returns. A configuration error found
+    on the way (wrong network) is logged and becomes :data:`EXIT_CONFIG`; a checkpoint that cannot be read or
+    written, at start-up or still failing when stopped, becomes :data:`EXIT_CHECKPOINT`."""
     ensure_topics(kafka, topics, partitions)
     publisher = BlockPublisher(kafka, topics)
-    metrics = ConnectorMetrics(config.chain)
+    metrics = ConnectorMetrics(chain)
     metrics.serve(metrics_port)
-
-    checkpoint_file = CheckpointFile(checkpoint)
-
-    async def main() -> None:
-        feed = feed_class(config, source, publisher, checkpoint_file, metrics)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, feed.stop)
-        loop.add_signal_handler(signal.SIGHUP, feed.request_label_reload)
-        await feed.run()
-
     try:
-        asyncio.run(main())
-    except WrongNetwork as exc:
-        log.error("%s", exc)
-        return EXIT_CONFIG
+        result = asyncio.run(main(publisher, metrics))
     except CheckpointError as exc:
         log.error("%s", exc)
         return EXIT_CHECKPOINT
+    except config_errors as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
     finally:
         publisher.close()
-    return EXIT_CHECKPOINT if checkpoint_file.last_error is not None else 0
+    return EXIT_CHECKPOINT if checkpoint.last_error is not None else result
+
+
+def on_signals(stop: Callable[[], None], reload: Callable[[], None] | None = None) -> None:
+    """SIGINT/SIGTERM stop the running loop gracefully; SIGHUP (when ``reload`` is given) reloads labels."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+
+
+def run_feed(feed_class: type[FeedLoop[S]], config: S, label_paths: Sequence[Path], checkpoint: Path, kafka: str,
+             topics: Topics, partitions: int, metrics_port: int) -> int:
+    """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
+    source = load_labels(config, label_paths)
+
+    checkpoint_file = CheckpointFile(checkpoint)
+
+    async def main(publisher: BlockPublisher, metrics: ConnectorMetrics) -> int:
+        feed = feed_class(config, source, publisher, checkpoint_file, metrics)
+        on_signals(feed.stop, feed.request_label_reload)
+        await feed.run()
+        return 0
+
+    return run_process(config.chain, kafka, topics, partitions, metrics_port, checkpoint_file, main)
 
 
 @dataclass(frozen=True, slots=True)

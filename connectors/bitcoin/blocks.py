@@ -19,9 +19,8 @@ from typing import Any
 
 import orjson
 
-from connectors.feed import MalformedBlock
 from connectors.labels import LabelRegistry, Role, Wallet
-from connectors.linked_writer import LinkedBlock, Malformed
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
 from connectors.rotation import RotationWatch
 from schemas.records import NATIVE_ASSET, ChainHead, Direction, TransferEvent
 
@@ -74,11 +73,9 @@ def parse_block(
         except (KeyError, TypeError, ValueError) as exc:
             parsed.malformed.append(Malformed(f"transaction: {exc}", orjson.dumps(tx).decode()))
             continue
-        if rotation is not None and inputs:
+        if inputs:
             for out in outputs:
-                suggestion = rotation.observe(head.block_time, txid, NATIVE_ASSET, out.value, inputs[0], out.address)
-                if suggestion is not None:
-                    parsed.suggestions.append(suggestion)
+                parsed.observe(rotation, txid, NATIVE_ASSET, out.value, inputs[0], out.address)
         parsed.transfers += _transfers(chain, head, txid, inputs, outputs, labels)
     return parsed
 

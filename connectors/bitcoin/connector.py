@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from typing import Any
 
 import orjson
@@ -22,16 +23,12 @@ import orjson
 from connectors.bitcoin.blocks import parse_block
 from connectors.bitcoin.config import BitcoinConfig
 from connectors.bitcoin.esplora import EsploraApi
-from connectors.bitcoin.stream import CONNECTION_LOST, BlockStream
-from connectors.feed import ChainFeed, ConnectionLost, MalformedBlock
-from connectors.linked_writer import LinkedBlock
-from connectors.read_ahead import read_ahead
+from connectors.bitcoin.stream import BlockStream
+from connectors.feed import ChainFeed
+from connectors.feed_loop import BlockUnavailable
+from connectors.linked_writer import LinkedBlock, MalformedBlock
 
 log = logging.getLogger(__name__)
-
-
-class BlockUnavailable(RuntimeError):
-    """The endpoint has no block at this height (yet): wait for the next one instead of skipping it."""
 
 
 class BitcoinConnector(ChainFeed):
@@ -51,23 +48,10 @@ class BitcoinConnector(ChainFeed):
             self.start_at(tip)
             log.info("%s: %s at height %d, publishing from %d", self.config.chain, url, tip, self.writer.next_number)
             while not self.stopping.is_set():
-                await self._catch_up(api, tip - self.config.confirmations)
-                await self._wait_for_block(pushes)
+                await self.publish_forward(tip - self.config.confirmations, partial(self._read, api), api.block_hash)
+                await self.wait_for_push(pushes, "block")
                 tip = await api.tip_height()
                 self.set_node_head(tip)
-
-    async def _wait_for_block(self, pushes: asyncio.Queue[Any] | None) -> None:
-        if pushes is None:
-            await self.sleep(self.config.head_poll_s)
-            return
-        with contextlib.suppress(TimeoutError):
-            pushed = await asyncio.wait_for(pushes.get(), timeout=self.config.head_poll_s)
-            while True:
-                if pushed is CONNECTION_LOST:
-                    raise ConnectionLost("block websocket closed")
-                if pushes.empty():
-                    return
-                pushed = pushes.get_nowait()
 
     async def _read(self, api: EsploraApi, height: int) -> LinkedBlock:
         block_hash = await api.block_hash(height)
@@ -85,22 +69,3 @@ class BitcoinConnector(ChainFeed):
         except MalformedBlock as exc:
             self.writer.dead_letter(orjson.dumps(block).decode()[:100_000], str(exc), "node_data")
             raise
-
-    async def _catch_up(self, api: EsploraApi, last: int) -> None:
-        """Publish every height from the checkpoint up to ``last``, in order; read again after a reorg."""
-        again = True
-        while again and self.writer.next_number <= last and not self.stopping.is_set():
-            again = False
-            heights = range(self.writer.next_number, last + 1)
-            try:
-                async with contextlib.aclosing(read_ahead(heights, lambda h: self._read(api, h),
-                                                          self.config.prefetch)) as reads:
-                    async for _, block in reads:
-                        if self.stopping.is_set():
-                            return
-                        if not await self.publish_or_undo(block, api.block_hash):
-                            again = True
-                            break
-            except BlockUnavailable as exc:
-                log.info("%s; waiting for the endpoint", exc)
-                return

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from connectors.feed import NodeError
+from connectors.feed_loop import NodeError
 from connectors.http_json import JsonHttp, NotFound
 
 HEX = frozenset("0123456789abcdef")

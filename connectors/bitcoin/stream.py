@@ -10,16 +10,12 @@ to ``on_bad_frame`` (dead letters). Plain Esplora servers have no websocket; the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
-import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
 
-from connectors.feed import ConnectionLost
+from connectors.push_socket import CONNECTION_LOST, BadFrameHandler, PushSocket
 
-CONNECTION_LOST: Any = object()
 WANT_BLOCKS = {"action": "want", "data": ["blocks"]}
 
 
@@ -28,57 +24,21 @@ def _height(block: Any) -> int | None:
     return height if isinstance(height, int) and not isinstance(height, bool) and height >= 0 else None
 
 
-class BlockStream:
+class BlockStream(PushSocket):
     """One websocket to a mempool.space-style server; ``heights`` receives pushed block heights."""
 
-    def __init__(self, url: str, on_bad_frame: Callable[[str, str], None], max_frame_bytes: int = 16 * 1024 * 1024,
+    def __init__(self, url: str, on_bad_frame: BadFrameHandler, max_frame_bytes: int = 16 * 1024 * 1024,
                  open_timeout: float = 10.0) -> None:
-        self.url = url
-        self.on_bad_frame = on_bad_frame
-        self.max_frame_bytes = max_frame_bytes
-        self.open_timeout = open_timeout
+        super().__init__(url, on_bad_frame, max_frame_bytes, open_timeout)
         self.heights: asyncio.Queue[Any] = asyncio.Queue()
-        self._ws: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> BlockStream:
-        try:
-            self._ws = await connect(self.url, max_size=self.max_frame_bytes, open_timeout=self.open_timeout,
-                                     ping_interval=20, ping_timeout=20, close_timeout=5)
-            await self._ws.send(orjson.dumps(WANT_BLOCKS).decode())
-        except InvalidStatus as exc:
-            raise ConnectionLost(f"{self.url} refused the websocket with HTTP {exc.response.status_code}") from None
-        except (WebSocketException, TimeoutError) as exc:
-            raise ConnectionLost(f"cannot open {self.url}: {exc or type(exc).__name__}") from None
-        self._reader = asyncio.create_task(self._read_loop(), name=f"block stream {self.url}")
-        return self
+    async def opened(self, ws: ClientConnection) -> None:
+        await self.send(WANT_BLOCKS)
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._ws is not None:
-            await self._ws.close()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
+    def closed(self, reason: str) -> None:
+        self.heights.put_nowait(CONNECTION_LOST)
 
-    async def _read_loop(self) -> None:
-        assert self._ws is not None
-        try:
-            async for raw in self._ws:
-                self._dispatch(raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
-        except ConnectionClosed as exc:
-            if exc.sent is not None and exc.sent.code == 1009:
-                self.on_bad_frame("", f"server sent a frame over {self.max_frame_bytes} bytes")
-        finally:
-            self.heights.put_nowait(CONNECTION_LOST)
-
-    def _dispatch(self, text: str) -> None:
-        try:
-            message = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            self.on_bad_frame(text, f"websocket frame is not JSON: {exc}")
-            return
-        if not isinstance(message, dict):
-            self.on_bad_frame(text, "websocket frame is not an object")
-            return
+    def dispatch(self, text: str, message: dict[str, Any]) -> None:
         heights = []
         if "block" in message:
             heights.append(_height(message["block"]))

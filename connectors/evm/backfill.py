@@ -3,8 +3,9 @@
 Token transfers come from ``eth_getLogs`` over block ranges whose size adapts: halved when the node says
 the range is too large (-32005 "limit exceeded", "query returned more than N results", ...), doubled
 again after a success. Native transfers and the heads need every block anyway, so each block is read by
-number (a bounded number in flight) and published through the same :class:`BlockWriter` as live blocks:
-same events, same heads, same checkpoint format, same reorg handling. The backfill keeps its own
+number (a bounded number in flight) and published through the same
+:class:`~connectors.linked_writer.LinkedWriter` as live blocks: same events, same heads, same checkpoint
+format, same reorg handling. The backfill keeps its own
 checkpoint file, so an interrupted run resumes where it stopped.
 """
 
@@ -24,14 +25,15 @@ from websockets.exceptions import WebSocketException
 
 from connectors.backoff import Backoff
 from connectors.checkpoint import CheckpointError, CheckpointFile
-from connectors.evm.blocks import MalformedBlock, hex_int
+from connectors.evm.blocks import hex_field
 from connectors.evm.config import EvmChainConfig
 from connectors.evm.endpoints import EndpointPool
 from connectors.evm.node import NodeClient, check_chain_id
-from connectors.evm.reader import BlockReader, BlockUnavailable
+from connectors.evm.reader import BlockReader
 from connectors.evm.rpc import JsonRpcSocket, RpcConnectionLost, RpcError
-from connectors.evm.writer import BlockWriter, Stopped
+from connectors.feed_loop import BlockUnavailable
 from connectors.label_watch import LabelSource
+from connectors.linked_writer import LinkedWriter, MalformedBlock, Stopped
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher
 
@@ -101,7 +103,8 @@ class Backfill:
         self.range = log_range or LogRange()
         self.clock = clock
         self.stopping = asyncio.Event()
-        self.writer = BlockWriter(config, publisher, checkpoint, self.metrics, self.stopping, clock)
+        self.writer = LinkedWriter(config.chain, config.source, config.window, publisher, checkpoint, self.metrics,
+                                   self.stopping, clock, rebase_on_node=True)
         self.endpoints = EndpointPool(config.ws_urls)
         self.decimals: dict[str, int] = {}
         cp = self.writer.checkpoint
@@ -110,7 +113,7 @@ class Backfill:
                 f"backfill checkpoint {checkpoint.path} is at block {cp.number}, outside {from_block}..{to_block}; "
                 "pass another --checkpoint or delete it"
             )
-        self.writer.first_block = from_block
+        self.writer.first_number = from_block
 
     def stop(self) -> None:
         self.stopping.set()
@@ -118,13 +121,13 @@ class Backfill:
     async def run(self) -> BackfillResult:
         """Publish the range; on a lost connection or node error reconnect (next endpoint) and resume."""
         started = time.monotonic()
-        first = self.writer.next_block
+        first = self.writer.next_number
         already = first - self.from_block
         backoff = Backoff(initial=0.5, maximum=30.0)
         bar = tqdm(total=self.to_block - self.from_block + 1, initial=already, unit="block", disable=not self.progress,
                    desc=f"backfill {self.config.chain}", dynamic_ncols=True)
         try:
-            while self.writer.next_block <= self.to_block and not self.stopping.is_set():
+            while self.writer.next_number <= self.to_block and not self.stopping.is_set():
                 url = self.endpoints.current
                 try:
                     async with JsonRpcSocket(
@@ -141,7 +144,7 @@ class Backfill:
                         BlockUnavailable) as exc:
                     self.metrics.reconnect(type(exc).__name__)
                     log.warning("%s: backfill interrupted at block %d (%s); resuming", self.config.chain,
-                                self.writer.next_block, exc)
+                                self.writer.next_number, exc)
                     await self.writer.flush_dead_letters()
                     if len(self.endpoints.urls) > 1:
                         self.endpoints.rotate()
@@ -150,21 +153,21 @@ class Backfill:
         finally:
             bar.close()
             await self.writer.flush_dead_letters()
-        blocks = self.writer.next_block - first
-        return BackfillResult(first, self.writer.next_block - 1, blocks, self.writer.events_published,
+        blocks = self.writer.next_number - first
+        return BackfillResult(first, self.writer.next_number - 1, blocks, self.writer.events_published,
                               time.monotonic() - started, self.range.span)
 
     async def _run_on(self, node: NodeClient, bar: tqdm[Any]) -> None:
         reader = BlockReader(node, self.config, lambda: self.labels.registry, self.decimals, self.clock)
-        while self.writer.next_block <= self.to_block and not self.stopping.is_set():
-            lo = self.writer.next_block
+        while self.writer.next_number <= self.to_block and not self.stopping.is_set():
+            lo = self.writer.next_number
             hi = min(lo + self.range.span - 1, self.to_block)
             logs = await self._range_logs(reader, lo, hi)
             if logs is None:
                 continue  # the span shrank: ask again
             by_block: dict[int, list[Any]] = defaultdict(list)
             for entry in logs:
-                number = _log_block_number(entry)
+                number = hex_field(entry, "blockNumber")
                 if number is None or not lo <= number <= hi:
                     self.writer.dead_letter(str(entry)[:100_000], f"eth_getLogs {lo}..{hi}: log outside the range "
                                             "or without blockNumber", "node_data")
@@ -194,22 +197,14 @@ class Backfill:
             async for parsed in blocks:
                 if self.stopping.is_set():
                     return
-                if not self.writer.extends(parsed.head):
+                if not self.writer.extends(parsed):
                     if self.writer.can_walk_back:
                         if await self.writer.undo_reorg(node.block_hash) == 0:
                             await asyncio.sleep(0.5)  # the block we read was already replaced: read again
-                        bar.n = self.writer.next_block - self.from_block
+                        bar.n = self.writer.next_number - self.from_block
                         return
-                    self.writer.accept_unverified(parsed.head)
+                    self.writer.accept_unverified(parsed)
                 await self.writer.publish(parsed)
                 bar.update(1)
                 bar.set_postfix(events=self.writer.events_published, span=self.range.span, refresh=False)
 
-
-def _log_block_number(entry: Any) -> int | None:
-    if not isinstance(entry, dict):
-        return None
-    try:
-        return hex_int(entry.get("blockNumber"), "blockNumber")
-    except ValueError:
-        return None

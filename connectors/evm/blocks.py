@@ -1,51 +1,42 @@
 """Turn one EVM block (header, transactions, Transfer logs) into labelled transfer events.
 
 Parsing is separate from fetching so recorded node replies can be replayed in tests. Anything the node
-sends that does not have the documented shape is reported as a :class:`Malformed` item with its raw JSON
-rather than raised, so one odd log does not stop a chain; a malformed *block* is an error, because
-skipping it would open a gap that looks like silence.
+sends that does not have the documented shape is reported as a :class:`~connectors.linked_writer.Malformed`
+item with its raw JSON rather than raised, so one odd log does not stop a chain; a malformed *block* is an
+error, because skipping it would open a gap that looks like silence. A block's parent is the number just below
+it, which makes the EVM case the simplest of the parent-linked blocks the writer publishes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from connectors.labels import LabelRegistry
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
 from connectors.rotation import RotationWatch
-from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead, LabelSuggestion, TransferEvent
+from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 """keccak256("Transfer(address,address,uint256)")."""
-
-
-class MalformedBlock(ValueError):
-    """The node's block reply lacks a field we must have."""
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """A piece of node data we could not use, kept for the dead-letter topic."""
-
-    reason: str
-    raw: str
-
-
-@dataclass(slots=True)
-class ParsedBlock:
-    head: ChainHead
-    transfers: list[TransferEvent] = field(default_factory=list)
-    malformed: list[Malformed] = field(default_factory=list)
-    suggestions: list[LabelSuggestion] = field(default_factory=list)
 
 
 def hex_int(value: Any, name: str) -> int:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"{name}: expected a 0x-prefixed hex quantity, got {value!r}")
     return int(value, 16)
+
+
+def hex_field(obj: Any, name: str) -> int | None:
+    """The 0x quantity ``obj[name]`` of a JSON object; None when ``obj`` is no object or the field no quantity."""
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return hex_int(obj.get(name), name)
+    except ValueError:
+        return None
 
 
 def _topic_address(topic: str) -> str:
@@ -80,7 +71,7 @@ def parse_block(
     received_at: float,
     native_decimals: int = 18,
     rotation: RotationWatch | None = None,
-) -> ParsedBlock:
+) -> LinkedBlock:
     """Labelled transfers of one block: native-coin transfers from its transactions, then token logs.
 
     ``failed_txs`` are the hashes of transactions that reverted; their value never moved. Every transfer,
@@ -89,31 +80,11 @@ def parse_block(
     rotation candidate still counts toward its suggestion: a suggestion is a hint, never a label.
     """
     head = parse_header(chain, block, received_at)
-    parsed = ParsedBlock(head)
+    parsed = LinkedBlock(head, head.number - 1)
 
     def emit(tx_hash: str, log_index: int, asset: str, amount: int, decimals: int, src: str, dst: str) -> None:
-        if rotation is not None:
-            suggestion = rotation.observe(head.block_time, tx_hash, asset, amount, src, dst)
-            if suggestion is not None:
-                parsed.suggestions.append(suggestion)
-        for c in labels.classify(chain, src, dst):
-            parsed.transfers.append(
-                TransferEvent(
-                    chain=chain,
-                    block_number=head.number,
-                    block_hash=head.hash,
-                    block_time=head.block_time,
-                    tx_hash=tx_hash,
-                    log_index=log_index,
-                    asset=asset,
-                    amount=str(amount),
-                    decimals=decimals,
-                    from_address=src,
-                    to_address=dst,
-                    exchange=c.exchange,
-                    direction=c.direction,
-                )
-            )
+        parsed.observe(rotation, tx_hash, asset, amount, src, dst)
+        parsed.add_labelled(labels, tx_hash, log_index, asset, amount, decimals, src, dst)
 
     txs = block.get("transactions")
     if not isinstance(txs, list):

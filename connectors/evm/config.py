@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from connectors.family import ChainFamily
 
 MIN_REORG_MARGIN = 64
 """Blocks remembered beyond the confirmation depth: a reorg deeper than ``confirmations`` (which should
@@ -42,11 +45,18 @@ class EvmChainConfig:
     rotation_min_recipients: int = 20
     """Distinct outside addresses such a wallet must pay before it is suggested as a new hot wallet."""
 
+    family: ClassVar[ChainFamily] = ChainFamily.EVM
+
     def __post_init__(self) -> None:
         if not self.ws_urls:
             raise ValueError(f"{self.chain}: at least one websocket URL is needed")
         if self.confirmations < 0:
             raise ValueError(f"{self.chain}: confirmations must be >= 0")
+
+    @property
+    def endpoint_urls(self) -> tuple[str, ...]:
+        """The endpoints a session is opened on, in failover order."""
+        return self.ws_urls
 
     @property
     def window(self) -> int:
@@ -55,4 +65,4 @@ class EvmChainConfig:
     @property
     def source(self) -> str:
         """The dead-letter ``source`` of this connector."""
-        return f"evm:{self.chain}"
+        return f"{self.family.value}:{self.chain}"

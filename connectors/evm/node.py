@@ -15,12 +15,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from connectors.evm.blocks import hex_int
 from connectors.evm.rpc import JsonRpcSocket, RpcError, RpcTimeout
+from connectors.feed_loop import WrongNetwork
 
 DECIMALS_SELECTOR = "0x313ce567"
 """``decimals()``."""
 
 
-class ChainIdMismatch(RuntimeError):
+class ChainIdMismatch(WrongNetwork):
     """The node serves another chain than configured: nothing is published from it."""
 
 

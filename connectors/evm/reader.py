@@ -10,24 +10,23 @@ still slows the reading down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import deque
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
-from connectors.evm.blocks import TRANSFER_TOPIC, ParsedBlock, parse_block
+from connectors.evm.blocks import TRANSFER_TOPIC, parse_block
 from connectors.evm.bloom import bloom_may_contain
 from connectors.evm.config import EvmChainConfig
 from connectors.evm.node import NodeClient
+from connectors.feed_loop import BlockUnavailable
 from connectors.labels import LabelRegistry
+from connectors.linked_writer import LinkedBlock
+from connectors.read_ahead import read_ahead
 from connectors.rotation import RotationWatch
 
 log = logging.getLogger(__name__)
 _TRANSFER_TOPIC_BYTES = bytes.fromhex(TRANSFER_TOPIC[2:])
-
-
-class BlockUnavailable(RuntimeError):
-    """The node has no block at this height (yet): wait for the next head instead of skipping it."""
 
 
 class BlockChanged(RuntimeError):
@@ -62,7 +61,7 @@ class BlockReader:
             flt["address"] = sorted(self.config.tokens)
         return flt
 
-    async def read(self, number: int, logs: list[Any] | None = None, attempts: int = 3) -> ParsedBlock:
+    async def read(self, number: int, logs: list[Any] | None = None, attempts: int = 3) -> LinkedBlock:
         """One block; ``logs`` may come from a range query (they are checked against the block's hash)."""
         for attempt in range(attempts):
             block = await self.node.block_by_number(number)
@@ -75,7 +74,7 @@ class BlockReader:
                 logs = None
         raise BlockUnavailable(f"{self.config.chain}: block {number} kept changing while read")
 
-    async def _complete(self, number: int, block: Any, logs: list[Any] | None) -> ParsedBlock:
+    async def _complete(self, number: int, block: Any, logs: list[Any] | None) -> LinkedBlock:
         received_at = self.clock()
         block_hash = block.get("hash") if isinstance(block, dict) else None
         if logs is not None and any(
@@ -150,27 +149,12 @@ class BlockReader:
 
     async def read_range(
         self, first: int, last: int, logs_by_block: Mapping[int, list[Any]] | None = None
-    ) -> AsyncGenerator[ParsedBlock, None]:
+    ) -> AsyncGenerator[LinkedBlock, None]:
         """Blocks ``first..last`` in order, with up to ``config.prefetch`` reads in flight."""
-        pending: deque[asyncio.Task[ParsedBlock]] = deque()
-        numbers = iter(range(first, last + 1))
-        depth = max(self.config.prefetch, 1)
 
-        def fill() -> None:
-            while len(pending) < depth:
-                number = next(numbers, None)
-                if number is None:
-                    return
-                logs = None if logs_by_block is None else logs_by_block.get(number, [])
-                pending.append(asyncio.create_task(self.read(number, logs), name=f"read block {number}"))
+        def read(number: int) -> Awaitable[LinkedBlock]:
+            return self.read(number, None if logs_by_block is None else logs_by_block.get(number, []))
 
-        try:
-            fill()
-            while pending:
-                block = await pending.popleft()
-                fill()
+        async with contextlib.aclosing(read_ahead(range(first, last + 1), read, self.config.prefetch)) as reads:
+            async for _, block in reads:
                 yield block
-        finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)

@@ -24,11 +24,10 @@ from typing import Any
 
 import orjson
 
-from connectors.feed import MalformedBlock
 from connectors.labels import LabelRegistry
-from connectors.linked_writer import LinkedBlock, Malformed
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
 from connectors.rotation import RotationWatch
-from schemas.records import NATIVE_ASSET, ChainHead, TransferEvent
+from schemas.records import NATIVE_ASSET, ChainHead
 
 LAMPORTS_DECIMALS = 9
 SYSTEM_TRANSFERS = frozenset({"transfer", "transferWithSeed"})
@@ -109,19 +108,10 @@ def parse_block(
             continue
         parsed.malformed.extend(problems)
         for m in movements:
-            if rotation is not None:
-                suggestion = rotation.observe(head.block_time, signature, m.asset, m.amount, m.sender, m.recipient)
-                if suggestion is not None:
-                    parsed.suggestions.append(suggestion)
-            if m.sender not in watched and m.recipient not in watched:
-                continue
-            for c in labels.classify(chain, m.sender, m.recipient):
-                parsed.transfers.append(TransferEvent(
-                    chain=chain, block_number=slot, block_hash=head.hash, block_time=head.block_time,
-                    tx_hash=signature, log_index=m.log_index, asset=m.asset, amount=str(m.amount),
-                    decimals=m.decimals, from_address=m.sender, to_address=m.recipient, exchange=c.exchange,
-                    direction=c.direction,
-                ))
+            parsed.observe(rotation, signature, m.asset, m.amount, m.sender, m.recipient)
+            if m.sender in watched or m.recipient in watched:
+                parsed.add_labelled(labels, signature, m.log_index, m.asset, m.amount, m.decimals, m.sender,
+                                    m.recipient)
     return parsed
 
 

@@ -24,12 +24,13 @@ from typing import Any
 
 import orjson
 
-from connectors.feed import ChainFeed, ConnectionLost, MalformedBlock, NodeError
-from connectors.linked_writer import LinkedBlock
+from connectors.feed import ChainFeed
+from connectors.feed_loop import NodeError
+from connectors.linked_writer import LinkedBlock, MalformedBlock
 from connectors.read_ahead import read_ahead
 from connectors.solana.blocks import parse_block
 from connectors.solana.config import SolanaConfig
-from connectors.solana.pubsub import CONNECTION_LOST, SolanaPubsub
+from connectors.solana.pubsub import SolanaPubsub
 from connectors.solana.rpc import SlotSkipped, SlotUnavailable, SolanaRpc
 
 log = logging.getLogger(__name__)
@@ -73,23 +74,9 @@ class SolanaConnector(ChainFeed):
                      self.config.commitment, tip, self.cursor)
             while not self.stopping.is_set():
                 await self._catch_up(rpc, tip - self.config.confirmations)
-                await self._wait_for_slot(notes)
+                await self.wait_for_push(notes, "pubsub")
                 tip = await rpc.get_slot()
                 self.set_node_head(tip)
-
-    async def _wait_for_slot(self, notes: asyncio.Queue[Any] | None) -> None:
-        """Until a notification (all queued ones are taken at once) or ``head_poll_s`` without one."""
-        if notes is None:
-            await self.sleep(self.config.head_poll_s)
-            return
-        with contextlib.suppress(TimeoutError):
-            note = await asyncio.wait_for(notes.get(), timeout=self.config.head_poll_s)
-            while True:
-                if note is CONNECTION_LOST:
-                    raise ConnectionLost("pubsub websocket closed")
-                if notes.empty():
-                    return
-                note = notes.get_nowait()
 
     async def _read(self, rpc: SolanaRpc, slot: int) -> Read:
         reply = await rpc.get_block(slot)

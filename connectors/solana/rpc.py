@@ -22,7 +22,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from connectors.feed import NodeError
+from connectors.feed_loop import NodeError
 from connectors.http_json import JsonHttp
 
 SKIPPED_CODES = frozenset({-32007, -32009})

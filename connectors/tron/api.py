@@ -19,7 +19,7 @@ from typing import Any
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from connectors.addresses import AddressError, tron_to_hex
-from connectors.feed import NodeError
+from connectors.feed_loop import NodeError
 from connectors.http_json import JsonHttp
 
 

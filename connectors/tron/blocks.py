@@ -20,12 +20,11 @@ from typing import Any
 import orjson
 
 from connectors.addresses import tron_from_hex
-from connectors.feed import MalformedBlock
 from connectors.labels import LabelRegistry
-from connectors.linked_writer import LinkedBlock, Malformed
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
 from connectors.rotation import RotationWatch
 from connectors.tron.api import block_number
-from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead, TransferEvent
+from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 """keccak256("Transfer(address,address,uint256)"), as Tron writes topics: no 0x."""
@@ -67,16 +66,8 @@ def parse_block(
     parsed = LinkedBlock(head, head.number - 1)
 
     def emit(tx_hash: str, log_index: int, asset: str, amount: int, decimals: int, src: str, dst: str) -> None:
-        if rotation is not None:
-            suggestion = rotation.observe(head.block_time, tx_hash, asset, amount, src, dst)
-            if suggestion is not None:
-                parsed.suggestions.append(suggestion)
-        for c in labels.classify(chain, src, dst):
-            parsed.transfers.append(TransferEvent(
-                chain=chain, block_number=head.number, block_hash=head.hash, block_time=head.block_time,
-                tx_hash=tx_hash, log_index=log_index, asset=asset, amount=str(amount), decimals=decimals,
-                from_address=src, to_address=dst, exchange=c.exchange, direction=c.direction,
-            ))
+        parsed.observe(rotation, tx_hash, asset, amount, src, dst)
+        parsed.add_labelled(labels, tx_hash, log_index, asset, amount, decimals, src, dst)
 
     txs = block.get("transactions", [])
     if not isinstance(txs, list):

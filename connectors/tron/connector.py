@@ -9,24 +9,20 @@ last published block is a fork: the orphaned blocks are retracted and the canoni
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from functools import partial
 from typing import Any
 
 import orjson
 
-from connectors.feed import ChainFeed, MalformedBlock
-from connectors.linked_writer import LinkedBlock
-from connectors.read_ahead import read_ahead
+from connectors.feed import ChainFeed
+from connectors.feed_loop import BlockUnavailable
+from connectors.linked_writer import LinkedBlock, MalformedBlock
 from connectors.tron.api import TronApi
 from connectors.tron.blocks import labelled_tokens, parse_block
 from connectors.tron.config import KNOWN_DECIMALS, TronConfig
 
 log = logging.getLogger(__name__)
-
-
-class BlockUnavailable(RuntimeError):
-    """The node has no block at this number yet: wait for the next poll instead of skipping it."""
 
 
 class TronConnector(ChainFeed):
@@ -51,7 +47,7 @@ class TronConnector(ChainFeed):
                     log.info("%s: %s at block %d, publishing from %d", self.config.chain, url, tip,
                              self.writer.next_number)
                     first = False
-                await self._catch_up(api, tip - self.config.confirmations)
+                await self.publish_forward(tip - self.config.confirmations, partial(self._read, api), api.block_hash)
                 await self.sleep(self.config.head_poll_s)
 
     async def _read(self, api: TronApi, number: int) -> LinkedBlock:
@@ -68,22 +64,3 @@ class TronConnector(ChainFeed):
         except MalformedBlock as exc:
             self.writer.dead_letter(orjson.dumps(block).decode()[:100_000], str(exc), "node_data")
             raise
-
-    async def _catch_up(self, api: TronApi, last: int) -> None:
-        """Publish every number from the checkpoint up to ``last``, in order; read again after a fork."""
-        again = True
-        while again and self.writer.next_number <= last and not self.stopping.is_set():
-            again = False
-            numbers = range(self.writer.next_number, last + 1)
-            try:
-                async with contextlib.aclosing(read_ahead(numbers, lambda n: self._read(api, n),
-                                                          self.config.prefetch)) as reads:
-                    async for _, block in reads:
-                        if self.stopping.is_set():
-                            return
-                        if not await self.publish_or_undo(block, api.block_hash):
-                            again = True
-                            break
-            except BlockUnavailable as exc:
-                log.info("%s; waiting for the node", exc)
-                return

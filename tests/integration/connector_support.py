@@ -35,6 +35,10 @@ def unique_prefix(name: str) -> str:
     return f"{name}{int(time.time() * 1000)}"
 
 
+LIVE_MARK = "publishing from"
+"""Every connector family logs this once it is connected and about to publish."""
+
+
 @dataclass
 class ConnectorProcess:
     """``haltwatch connect`` as a subprocess with its log in ``run_dir``."""
@@ -57,18 +61,32 @@ class ConnectorProcess:
     def log_path(self) -> Path:
         return self.run_dir / "connector.log"
 
-    def start(self, start_block: int | None = None) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def command_args(self) -> list[str]:
         args = ["connect", "--chain", self.chain, "--labels", str(self.labels), "--checkpoint", str(self.checkpoint),
                 "--kafka", self.kafka, "--prefix", self.prefix, "--partitions", str(self.partitions), *self.extra]
         for url in self.ws_urls:
             args += ["--ws-url", url]
+        return args
+
+    def start(self, start_block: int | None = None, wait_live: bool = False) -> None:
+        """``wait_live``: return only once the connector logged that it is publishing (it has subscribed), so a
+        test that then mines a few blocks quickly hits a running connector, not one still importing Python."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        before = self.log_tail(10**9).count(LIVE_MARK)
+        args = self.command_args()
         if start_block is not None:
             args += ["--start-block", str(start_block)]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         env = {k: v for k, v in os.environ.items() if not k.startswith("HALTWATCH_")}
         self.proc = subprocess.Popen([sys.executable, "-m", "haltwatch", *args], stdout=log, stderr=subprocess.STDOUT,
                                      env={**env, "PYTHONUNBUFFERED": "1"}, cwd=REPO, start_new_session=True)
+        if wait_live:
+            deadline = time.monotonic() + 60
+            while self.log_tail(10**9).count(LIVE_MARK) <= before:
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"connector never started publishing:\n{self.log_tail()}")
+                time.sleep(0.1)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -9,16 +9,12 @@ honoured.
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.publisher import ensure_topics
-from haltwatch.local import REPO
 from schemas.records import ChainHead, TransferEvent
 from schemas.topics import Topics
 from tests.integration.connector_support import (
@@ -38,20 +34,11 @@ class FeedProcess(ConnectorProcess):
 
     urls: list[str] = field(default_factory=list)
 
-    def start(self, start_block: int | None = None) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        args = ["connect", "--chain", self.chain, "--labels", str(self.labels), "--checkpoint", str(self.checkpoint),
-                "--kafka", self.kafka, "--prefix", self.prefix, "--partitions", str(self.partitions), *self.extra]
+    def command_args(self) -> list[str]:
+        args = super().command_args()
         for url in self.urls:
             args += ["--url", url]
-        for url in self.ws_urls:
-            args += ["--ws-url", url]
-        if start_block is not None:
-            args += ["--start-block", str(start_block)]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HALTWATCH_")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "haltwatch", *args], stdout=log, stderr=subprocess.STDOUT,
-                                     env={**env, "PYTHONUNBUFFERED": "1"}, cwd=REPO, start_new_session=True)
+        return args
 
 
 def topics_for(kafka: str, name: str) -> tuple[Topics, str]:

@@ -65,7 +65,7 @@ def test_junk_pushes_and_bodies_are_dead_lettered_and_the_feed_goes_on(kafka: st
         connector = process(node, run_dir, kafka, prefix)
         try:
             node.produce(2)
-            connector.start(start_block=FIRST)
+            connector.start(start_block=FIRST, wait_live=True)
             mine(node, 10)
             wait_for(lambda: connector.published() >= node.tip, f"block {node.tip}", connector, timeout_s=90)
             connector.check_alive()

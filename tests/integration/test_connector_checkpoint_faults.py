@@ -64,7 +64,7 @@ def test_checkpoint_under_a_regular_file_exits_at_start_with_one_clear_line(
     assert connector.proc is not None
     assert connector.proc.wait(60) == EXIT_CHECKPOINT
     assert checkpoint_errors(connector) == [
-        f"connectors.evm.run: cannot read checkpoint {connector.checkpoint}: Not a directory [ENOTDIR]"
+        f"connectors.run_feed: cannot read checkpoint {connector.checkpoint}: Not a directory [ENOTDIR]"
     ]
     assert "Traceback" not in connector.log_tail(200_000)
     assert heads(kafka, topics) == []
@@ -80,7 +80,7 @@ def test_full_disk_at_start_exits_with_the_os_reason(kafka: str, anvil: str, run
         assert connector.proc is not None
         assert connector.proc.wait(60) == EXIT_CHECKPOINT
     assert checkpoint_errors(connector) == [
-        f"connectors.evm.run: cannot write checkpoint {connector.checkpoint}: No space left on device [ENOSPC]"
+        f"connectors.run_feed: cannot write checkpoint {connector.checkpoint}: No space left on device [ENOSPC]"
     ]
     assert "Traceback" not in connector.log_tail(200_000)
     assert heads(kafka, topics) == []

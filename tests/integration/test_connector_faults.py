@@ -96,10 +96,10 @@ def test_sigkill_and_restart_lose_nothing(kafka: str, anvil: str, run_dir: Path)
         return on_block
 
     try:
-        connector.start(start_block=first)
+        connector.start(start_block=first, wait_live=True)
         run(player.play([Phase("a", 25, 2.0)], on_block=kill_at(12)))
         run(player.play([Phase("down", 15, 2.0)]))  # paid out while no connector runs
-        connector.start()
+        connector.start(wait_live=True)
         more = run(player.play([Phase("b", 25, 2.0)], on_block=kill_at(25 + 15 + 8)))
         connector.start()
         last = more[-1].number

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
 
@@ -103,3 +104,115 @@ class WebSocketClients:
         for ws in list(self.open):
             await ws.close()
         self.open.clear()
+
+
+def expected_by_tx(rows: Iterable[Sequence[Any]]) -> dict[str, list[tuple[Any, ...]]]:
+    """A fixture's hand-written oracle rows ``[txid, …]``, grouped by the fixture transaction they belong to."""
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(tuple(row[1:]))
+    return grouped
+
+
+@dataclass
+class NodeFaults:
+    """Faults every fixture chain node can inject; a family's node adds its own in a subclass."""
+
+    garbage_body_every: int = 0
+    """Every n-th answer of the node's busiest read is an HTML error page with status 200."""
+    malformed_tx_every: int = 0
+    """Every n-th block carries a transaction the documented shape does not allow."""
+    rate_limit_every: int = 0
+    """Every n-th request gets HTTP 429."""
+    injected: list[str] = field(default_factory=list)
+    """What was injected, so a test can ask for one dead letter per injection."""
+
+
+class FixtureChainNode(NodeServer):
+    """A node whose best chain the test makes: numbered blocks of copied fixture transactions, with an oracle.
+
+    :meth:`produce` adds blocks at ``tip + 1`` and :meth:`reorg` replaces the newest ones (a new salt makes new
+    hashes). Each block copied from the fixture carries the fixture's expected transfers into :attr:`expected`,
+    so what a correct connector publishes is known without the connector. Subclasses make one block
+    (:meth:`make_block`) and serve the family's protocol.
+    """
+
+    HASH_KEY: ClassVar[str]
+    """The key of a block's hash in ``entry["block"]``."""
+
+    def __init__(self, first: int, rows: Iterable[Sequence[Any]], faults: NodeFaults) -> None:
+        super().__init__()
+        self.first = first
+        self.faults = faults
+        self.chain: list[dict[str, Any]] = []
+        """Best chain, from ``first``: each ``{"block": …}`` plus what else the family serves for it."""
+        self.expected: list[tuple[Any, ...]] = []
+        self.reorgs = 0
+        self.salt = 0
+        self._rows = expected_by_tx(rows)
+
+    # -- the ledger ------------------------------------------------------------------------------------
+    @property
+    def tip(self) -> int:
+        return self.first + len(self.chain) - 1
+
+    def canonical_hashes(self) -> set[str]:
+        return {str(entry["block"][self.HASH_KEY]) for entry in self.chain}
+
+    def withdrawals(self) -> set[tuple[str, str, int]]:
+        """(block_hash, txid, index) of okx withdrawals on the best chain."""
+        best = self.canonical_hashes()
+        return {(r[0], r[1], r[2]) for r in self.expected if r[0] in best and r[8] == "okx" and r[9] == "withdrawal"}
+
+    def produce(self, count: int) -> int:
+        """Add ``count`` blocks (thread-safe); returns the tip."""
+        return self.call(self._produce, count)
+
+    def reorg(self, depth: int) -> int:
+        """Replace the newest ``depth`` blocks by ``depth + 1`` others (thread-safe); returns the tip."""
+        return self.call(self._reorg, depth)
+
+    async def _produce(self, count: int) -> int:
+        for _ in range(count):
+            entry = self.make_block(self.tip + 1)
+            self.chain.append(entry)
+            await self.added(entry)
+        return self.tip
+
+    async def _reorg(self, depth: int) -> int:
+        del self.chain[len(self.chain) - depth:]
+        self.salt += 1
+        self.reorgs += 1
+        return await self._produce(depth + 1)
+
+    def make_block(self, number: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def added(self, entry: dict[str, Any]) -> None:
+        """Called once a block joined the best chain (a family with a push feed announces it here)."""
+
+    def copied(self, block_hash: str, old_txid: str, new_txid: str) -> None:
+        """A fixture transaction was copied into a block under a new id: its expected transfers come along."""
+        for row in self._rows.get(old_txid, []):
+            self.expected.append((block_hash, new_txid, *row))
+
+    # -- the protocol ----------------------------------------------------------------------------------
+    def too_many_requests(self, request: web.Request) -> web.Response | None:
+        """The family's HTTP 429 answer (None: this request is never limited)."""
+        return web.Response(status=429, text="Too Many Requests")
+
+    @web.middleware
+    async def count_requests(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Counts requests, and answers every ``rate_limit_every``-th with the family's 429."""
+        self.requests += 1
+        every = self.faults.rate_limit_every
+        refusal = self.too_many_requests(request) if every and self.requests % every == 0 else None
+        if refusal is not None:
+            return refusal
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def garbage_page(self) -> web.Response:
+        """An HTML error page with status 200, as proxies in front of nodes send (and count it as injected)."""
+        self.faults.injected.append("html")
+        return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")

@@ -27,7 +27,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from connectors.addresses import b58encode
-from tests.nodes.base import NodeServer, WebSocketClients
+from tests.nodes.base import NodeServer, WebSocketClients, expected_by_tx
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "solana"
 GENESIS_HASH = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d"
@@ -248,7 +248,4 @@ def _templates() -> tuple[list[dict[str, Any]], dict[str, list[tuple[Any, ...]]]
     """The fixture block's transactions, and per signature its expected transfers (without block hash)."""
     block = json.loads((FIXTURES / "block.json").read_text())
     expected = json.loads((FIXTURES / "expected.json").read_text())
-    rows: dict[str, list[tuple[Any, ...]]] = {}
-    for row in expected["transfers"]:
-        rows.setdefault(row[0], []).append(tuple(row[1:]))
-    return block["transactions"], rows
+    return block["transactions"], expected_by_tx(expected["transfers"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,77 +23,41 @@ import orjson
 from aiohttp import web
 
 from connectors.addresses import tron_to_hex
-from tests.nodes.base import NodeServer
+from tests.nodes.base import FixtureChainNode, NodeFaults
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "tron"
 
 
 @dataclass
-class TronFaults:
+class TronFaults(NodeFaults):
+    """``garbage_body_every`` hits gettransactioninfobyblocknum; ``malformed_tx_every`` adds a TransferContract
+    without an amount; ``rate_limit_every`` answers as TronGrid does without an API key."""
+
     error_every: int = 0
     """Every n-th getblockbynum is answered ``{"Error": "…"}`` (status 200), as java-tron reports failures."""
-    garbage_body_every: int = 0
-    """Every n-th gettransactioninfobyblocknum answer is an HTML error page with status 200."""
-    malformed_tx_every: int = 0
-    """Every n-th block carries a TransferContract without an amount."""
-    rate_limit_every: int = 0
-    """Every n-th request gets HTTP 429 (TronGrid without an API key)."""
-    injected: list[str] = field(default_factory=list)
 
 
-class TronNode(NodeServer):
+class TronNode(FixtureChainNode):
+    HASH_KEY = "blockID"
+    faults: TronFaults
+
     def __init__(self, first_number: int = 66_000_000, faults: TronFaults | None = None) -> None:
-        super().__init__()
-        self.first_number = first_number
-        self.faults = faults or TronFaults()
-        self.chain: list[dict[str, Any]] = []
-        self.expected: list[tuple[Any, ...]] = []
+        expected = json.loads((FIXTURES / "expected.json").read_text())
+        super().__init__(first_number, expected["transfers"], faults or TronFaults())
         self.block_reads = 0
         self.info_reads = 0
         self.decimals_asked: list[str] = []
-        self._salt = 0
         block = json.loads((FIXTURES / "block.json").read_text())
         infos = json.loads((FIXTURES / "infos.json").read_text())
-        expected = json.loads((FIXTURES / "expected.json").read_text())
         self.odd_token_hex = tron_to_hex(expected["odd_token"])
         self._txs: list[dict[str, Any]] = block["transactions"]
         self._infos = {i["id"]: i for i in infos}
-        self._rows: dict[str, list[tuple[Any, ...]]] = {}
-        for row in expected["transfers"]:
-            self._rows.setdefault(row[0], []).append(tuple(row[1:]))
 
     # -- the ledger ------------------------------------------------------------------------------------
-    @property
-    def tip(self) -> int:
-        return self.first_number + len(self.chain) - 1
-
-    def canonical_hashes(self) -> set[str]:
-        return {e["block"]["blockID"] for e in self.chain}
-
-    def withdrawals(self) -> set[tuple[str, str, int]]:
-        best = self.canonical_hashes()
-        return {(r[0], r[1], r[2]) for r in self.expected if r[0] in best and r[8] == "okx" and r[9] == "withdrawal"}
-
-    def produce(self, count: int) -> int:
-        return self.call(self._produce, count)
-
-    def reorg(self, depth: int) -> int:
-        return self.call(self._reorg, depth)
-
-    def _produce(self, count: int) -> int:
-        for _ in range(count):
-            self.chain.append(self._block(self.tip + 1))
-        return self.tip
-
-    def _reorg(self, depth: int) -> int:
-        del self.chain[len(self.chain) - depth:]
-        self._salt += 1
-        return self._produce(depth + 1)
-
-    def _block(self, number: int) -> dict[str, Any]:
+    def make_block(self, number: int) -> dict[str, Any]:
         parent = self.chain[-1]["block"]["blockID"] if self.chain else f"{number - 1:016x}" + "00" * 24
-        block_id = f"{number:016x}" + hashlib.sha256(f"{number}:{self._salt}".encode()).hexdigest()[:48]
-        millis = 1_731_999_000_000 + (number - self.first_number) * 3_000
+        block_id = f"{number:016x}" + hashlib.sha256(f"{number}:{self.salt}".encode()).hexdigest()[:48]
+        millis = 1_731_999_000_000 + (number - self.first) * 3_000
         picks = [i for i, every in ((0, 2), (1, 1), (2, 3), (3, 4), (4, 3), (5, 5), (6, 4), (8, 6), (9, 7))
                  if number % every == 0]
         txs, infos = [], []
@@ -106,8 +70,7 @@ class TronNode(NodeServer):
             info = copy.deepcopy(self._infos[old])
             info.update(id=new, blockNumber=number, blockTimeStamp=millis)
             infos.append(info)
-            for row in self._rows.get(old, []):
-                self.expected.append((block_id, new, *row))
+            self.copied(block_id, old, new)
         if self.faults.malformed_tx_every and number % self.faults.malformed_tx_every == 0:
             bad = copy.deepcopy(self._txs[7])
             bad["txID"] = hashlib.sha256(f"{block_id}:bad".encode()).hexdigest()
@@ -125,22 +88,17 @@ class TronNode(NodeServer):
         app.router.add_post("/wallet/getblockbynum", self._by_num)
         app.router.add_post("/wallet/gettransactioninfobyblocknum", self._infos_by_num)
         app.router.add_post("/wallet/triggerconstantcontract", self._constant)
-        app.middlewares.append(self._count)
+        app.middlewares.append(self.count_requests)
 
-    @web.middleware
-    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self.requests += 1
-        if self.faults.rate_limit_every and self.requests % self.faults.rate_limit_every == 0:
-            return web.json_response({"Error": "request rate exceeded"}, status=429)
-        response: web.StreamResponse = await handler(request)
-        return response
+    def too_many_requests(self, request: web.Request) -> web.Response | None:
+        return web.json_response({"Error": "request rate exceeded"}, status=429)
 
     @staticmethod
     def _json(value: Any) -> web.Response:
         return web.Response(body=orjson.dumps(value), content_type="application/json")
 
     def _entry(self, number: Any) -> dict[str, Any] | None:
-        index = number - self.first_number if isinstance(number, int) else -1
+        index = number - self.first if isinstance(number, int) else -1
         return self.chain[index] if 0 <= index < len(self.chain) else None
 
     async def _now(self, request: web.Request) -> web.Response:
@@ -159,8 +117,7 @@ class TronNode(NodeServer):
         body = json.loads(await request.text() or "{}")
         self.info_reads += 1
         if self.faults.garbage_body_every and self.info_reads % self.faults.garbage_body_every == 0:
-            self.faults.injected.append("html")
-            return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+            return self.garbage_page()
         entry = self._entry(body.get("num"))
         return self._json(entry["infos"] if entry else [])
 

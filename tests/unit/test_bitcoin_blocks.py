@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from connectors.bitcoin.blocks import parse_block
-from connectors.feed import MalformedBlock
 from connectors.labels import LabelRegistry
+from connectors.linked_writer import MalformedBlock
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "bitcoin"
 BLOCK: dict[str, Any] = json.loads((FIXTURES / "block.json").read_text())

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from connectors.checkpoint import CheckpointFile
 from connectors.family import ChainFamily
-from connectors.feed import WrongNetwork
+from connectors.feed_loop import WrongNetwork
 from connectors.label_watch import LabelSource
 from connectors.labels import LabelError
 from connectors.reserve_import import select

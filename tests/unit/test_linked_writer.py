@@ -1,4 +1,4 @@
-"""The writer of the Solana/Bitcoin/Tron connectors: parent links over skipped slots, retries, fork retractions."""
+"""The writer of every connector: parent links over skipped slots, retries, fork retractions."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def block(number: int, parent: int, salt: str = "") -> LinkedBlock:
     return LinkedBlock(head, parent, [event])
 
 
-def writer(path: Path, publisher: RecordingPublisher, window: int = 64) -> LinkedWriter:
+def writer(path: Path, publisher: RecordingPublisher, window: int = 64, rebase_on_node: bool = False) -> LinkedWriter:
     return LinkedWriter("solana", "solana:solana", window, publisher, CheckpointFile(path),  # type: ignore[arg-type]
-                        ConnectorMetrics("solana"), asyncio.Event())
+                        ConnectorMetrics("solana"), asyncio.Event(), rebase_on_node=rebase_on_node)
 
 
 async def test_a_block_follows_its_parent_across_skipped_slots(tmp_path: Path) -> None:
@@ -91,3 +91,18 @@ async def test_a_fork_deeper_than_the_window_is_dead_lettered(tmp_path: Path) ->
     await w.flush_dead_letters()
     assert any("deeper than the 2 blocks remembered" in d.reason for d in publisher.dead)
     assert w.checkpoint.recent == () and w.checkpoint.number == 2
+
+
+async def test_after_a_fork_deeper_than_the_window_an_evm_writer_rebases_on_the_nodes_block(tmp_path: Path) -> None:
+    publisher = RecordingPublisher()
+    w = writer(tmp_path / "cp.json", publisher, window=2, rebase_on_node=True)
+    for number in range(1, 5):
+        await w.publish(block(number, number - 1))
+
+    async def node(number: int) -> str | None:
+        return f"n{number}"
+
+    assert await w.undo_reorg(node) == 2
+    assert (w.checkpoint.number, w.checkpoint.hash, w.checkpoint.recent) == (2, "n2", ())
+    replacement = LinkedBlock(ChainHead("solana", 3, "n3", "n2", 1_700_000_003, 0.0), 2)
+    assert w.extends(replacement)  # the node's next block follows at once: no second, unverified rebase

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from connectors.feed import MalformedBlock
 from connectors.labels import LabelRegistry
+from connectors.linked_writer import MalformedBlock
 from connectors.rotation import RotationWatch
 from connectors.solana.blocks import parse_block
 from schemas.records import NATIVE_ASSET

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from connectors.addresses import tron_from_hex, tron_to_hex
-from connectors.feed import MalformedBlock
 from connectors.labels import LabelRegistry
+from connectors.linked_writer import MalformedBlock
 from connectors.tron.blocks import labelled_tokens, parse_block
 from connectors.tron.config import KNOWN_DECIMALS, USDT
 
