@@ -95,6 +95,10 @@ class NodeClient:
     async def receipt(self, tx_hash: str) -> Any:
         return await self.call("eth_getTransactionReceipt", [tx_hash])
 
+    async def block_receipts(self, block_hash: str) -> Any:
+        """Every receipt of a block in one call (``eth_getBlockReceipts``; null when the node lost the block)."""
+        return await self.call("eth_getBlockReceipts", [block_hash])
+
     async def decimals(self, token: str) -> int:
         """A token's ``decimals()``, or -1 when it has none we can read (non-standard tokens exist)."""
         try:

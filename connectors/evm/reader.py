@@ -19,6 +19,7 @@ from connectors.evm.blocks import TRANSFER_TOPIC, parse_block
 from connectors.evm.bloom import bloom_may_contain
 from connectors.evm.config import EvmChainConfig
 from connectors.evm.node import NodeClient
+from connectors.evm.rpc import RpcError
 from connectors.feed_loop import BlockUnavailable
 from connectors.labels import LabelRegistry
 from connectors.linked_writer import LinkedBlock
@@ -27,6 +28,13 @@ from connectors.rotation import RotationWatch
 
 log = logging.getLogger(__name__)
 _TRANSFER_TOPIC_BYTES = bytes.fromhex(TRANSFER_TOPIC[2:])
+BLOCK_RECEIPTS_FROM = 4
+"""From this many candidate transactions, a block's receipts are read in one ``eth_getBlockReceipts`` call
+instead of one call each: at hundreds of labelled native transfers per block the per-transaction calls were
+most of the time from a block's arrival to its publication. Below it, a few small calls cost less than every
+receipt of a full block."""
+_UNSUPPORTED = (-32601, -32602)
+"""Method not found / invalid params: the node has no usable ``eth_getBlockReceipts``."""
 
 
 class BlockChanged(RuntimeError):
@@ -53,6 +61,7 @@ class BlockReader:
         self.clock = clock
         self.empty_logs_retries = empty_logs_retries
         self.rotation = rotation
+        self.block_receipts_supported = True
 
     def log_filter(self, **where: Any) -> dict[str, Any]:
         """An ``eth_getLogs`` filter for ERC-20 Transfers (of the configured tokens, if any)."""
@@ -124,13 +133,31 @@ class BlockReader:
         ]
         failed = set()
         block_hash = str(block.get("hash", "")).lower()
-        receipts = await asyncio.gather(*(self.node.receipt(str(tx.get("hash"))) for tx in candidates))
+        receipts = await self._receipts(block_hash, candidates)
         for tx, receipt in zip(candidates, receipts, strict=True):
             if not isinstance(receipt, dict) or str(receipt.get("blockHash", "")).lower() != block_hash:
                 raise BlockChanged(f"receipt of {tx.get('hash')} is not in block {block_hash}")
             if receipt.get("status") == "0x0":
                 failed.add(str(tx.get("hash")).lower())
         return failed
+
+    async def _receipts(self, block_hash: str, candidates: list[Any]) -> list[Any]:
+        """The candidates' receipts, in their order (None for one the node does not have in this block)."""
+        if len(candidates) >= BLOCK_RECEIPTS_FROM and self.block_receipts_supported:
+            try:
+                found = await self.node.block_receipts(block_hash)
+            except RpcError as exc:
+                if exc.code not in _UNSUPPORTED:
+                    raise
+                log.info("%s: the node has no eth_getBlockReceipts (%s); reading receipts one by one",
+                         self.config.chain, exc)
+                self.block_receipts_supported = False
+            else:
+                if not isinstance(found, list):
+                    raise BlockChanged(f"the node no longer has block {block_hash}")
+                by_hash = {str(r.get("transactionHash", "")).lower(): r for r in found if isinstance(r, dict)}
+                return [by_hash.get(str(tx.get("hash")).lower()) for tx in candidates]
+        return list(await asyncio.gather(*(self.node.receipt(str(tx.get("hash"))) for tx in candidates)))
 
     async def _learn_decimals(self, logs: Any, labels: LabelRegistry) -> None:
         if not isinstance(logs, list):
