@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -70,6 +71,8 @@ class BlockPublisher:
         self.send_timeout_s = send_timeout_s
         self._producer: KafkaProducer | None = None
         self._transfer_partitions: list[int] = []
+        self._producer_lock = threading.Lock()
+        """Blocks and heartbeats are sent from two threads: one of them makes a new producer, never both."""
 
     def _make_producer(self) -> KafkaProducer:
         try:
@@ -89,14 +92,16 @@ class BlockPublisher:
 
     @property
     def producer(self) -> KafkaProducer:
-        if self._producer is None:
-            self._producer = self._make_producer()
-        return self._producer
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = self._make_producer()
+            return self._producer
 
     def reset(self) -> None:
         """Drop the producer (and whatever it still buffers); the next send makes a new one."""
-        producer, self._producer = self._producer, None
-        self._transfer_partitions = []
+        with self._producer_lock:
+            producer, self._producer = self._producer, None
+            self._transfer_partitions = []
         if producer is not None:
             try:
                 producer.close(timeout=0)
