@@ -19,6 +19,7 @@ import typer
 from haltwatch import operator_cli, secrets
 from haltwatch.secrets import redact
 from schemas.topics import Topics
+from streams.roles import WorkerRole
 
 app = typer.Typer(
     help="Detect crypto-exchange withdrawal halts from on-chain data.\n\n"
@@ -296,6 +297,11 @@ def worker(
         Path | None,
         typer.Option(envvar="HALTWATCH_EXCHANGE_METADATA", help="TOML of exchange hosting provider/region."),
     ] = None,
+    role: Annotated[
+        WorkerRole, typer.Option(envvar="HALTWATCH_WORKER_ROLE",
+                          help="all: everything in one process. detect + store: two processes (two consumer "
+                          "groups), so that a slow or unreachable ClickHouse never holds up detection.")
+    ] = WorkerRole.ALL,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run a Faust worker: detection, correlation, chain monitoring, outage events and the ClickHouse sink."""
@@ -324,7 +330,8 @@ def worker(
         kafka_bootstrap=kafka,
         topics=Topics(prefix),
         partitions=partitions,
-        app_id=f"{prefix}-worker",
+        app_id=f"{prefix}-store" if role == WorkerRole.STORE else f"{prefix}-worker",
+        role=role,
         clickhouse_url=clickhouse_url,
         chdb_path=chdb_path,
         web_host=web_host,

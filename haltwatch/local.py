@@ -125,11 +125,12 @@ class PipelineProcesses:
             start_new_session=True,
         )
 
-    def start_worker(self, name: str = "worker") -> None:
-        """Start a worker of this pipeline's consumer group; its log is ``run_dir/<name>.log``."""
+    def start_worker(self, name: str = "worker", role: str = "all") -> None:
+        """Start a worker of this pipeline's consumer group (of the store group with ``role="store"``); its log
+        is ``run_dir/<name>.log``."""
         if name == "worker":
             self.worker_ports["worker"] = self.web_port
-        self._spawn(name, ["worker"], self._worker_env(name))
+        self._spawn(name, ["worker", "--role", role], self._worker_env(name))
 
     def start_connector(self, chain: str = "ethereum", start_block: int | None = None) -> None:
         args = ["connect", "--chain", chain, "--ws-url", self.ws_url, "--labels", str(self.labels),

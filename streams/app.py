@@ -15,6 +15,9 @@ Agents and the state they own:
   replacing keys collapse the duplicates. Each agent awaits its insert before it takes the next batch:
   that is the backpressure (Kafka keeps the backlog while ClickHouse is slow or down, the insert is
   retried until it succeeds, nothing is dropped).
+- ``--role detect`` runs only the first three (and the snapshots below), ``--role store`` only the sinks, each
+  as its own consumer group: then a ClickHouse outage long enough to fill a sink's stream buffer cannot
+  pause detection, as it does with ``--role all`` (one consumer delivers each topic to all its agents).
 - ``detect`` also snapshots its per-(exchange, chain) state to an internal topic, every few seconds per
   partition and at once on every outage state change; ``sink_status`` writes it to ``detector_status``,
   behind the ``current_status`` view that answers "what is down right now?".
@@ -53,6 +56,7 @@ from schemas.records import (
 from schemas.topics import Topics
 from streams.detection import ChainMonitor, DetectionPolicy, IncidentCorrelator, OutageDetector, WallClock
 from streams.kafka_topics import TopicSpec, declare_topics
+from streams.roles import WorkerRole
 from streams.store.backend import ClickHouseBackend, StoreError
 from streams.store.dedup import TransferDedup
 from streams.store.migrate import open_migrated
@@ -86,6 +90,7 @@ class WorkerSettings:
     topics: Topics = field(default_factory=Topics)
     partitions: int = 8
     app_id: str = "haltwatch"
+    role: WorkerRole = WorkerRole.ALL
     clickhouse_url: str | None = None
     chdb_path: Path = Path(".haltwatch/chdb")
     web_host: str = "127.0.0.1"
@@ -143,9 +148,18 @@ def create_app(settings: WorkerSettings) -> faust.App:
     snapshot_topic = topic(f"{topics.prefix}.internal.status.v1", partitions=1, internal=True)
     # value_type=bytes selects Faust's raw codec; without it values go through JSON and come back from
     # changelog recovery as something else than what was written
-    state_table = app.Table(
+    detects = settings.role in (WorkerRole.ALL, WorkerRole.DETECT)
+    stores = settings.role in (WorkerRole.ALL, WorkerRole.STORE)
+    state_table: Any = app.Table(
         "detector-state", default=None, partitions=settings.partitions, key_type=str, value_type=bytes
-    )
+    ) if detects else None  # a table's changelog is read back at every start: only a detecting worker has it
+
+    def agent(channel: Any, runs: bool, **options: Any) -> Callable[[Any], Any]:
+        """``app.agent``, in a worker whose role runs this agent (elsewhere the function is never started)."""
+        return app.agent(channel, **options) if runs else (lambda fn: fn)
+
+    def timer(interval: float, runs: bool) -> Callable[[Any], Any]:
+        return app.timer(interval=interval) if runs else (lambda fn: fn)
 
     app.bootstrap = settings.kafka_bootstrap
     app.topic_specs = [
@@ -153,8 +167,10 @@ def create_app(settings: WorkerSettings) -> faust.App:
           (topics.transfers, topics.heads, topics.outages, topics.chain_status, topics.dead_letters)),
         TopicSpec(correlation_topic.get_topic_name(), 1),
         TopicSpec(snapshot_topic.get_topic_name(), 1),
-        TopicSpec(state_table.changelog_topic.get_topic_name(), settings.partitions, compacted=True),
     ]
+    if detects:
+        app.topic_specs.append(
+            TopicSpec(state_table.changelog_topic.get_topic_name(), settings.partitions, compacted=True))
 
     clock = WallClock()
     detector = OutageDetector(settings.policy, clock, correlate=False)
@@ -222,7 +238,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 await correlation_topic.send(key=b"all", value=payload)
         hooks.emitted(outputs)
 
-    @app.agent(transfers_topic, concurrency=1)
+    @agent(transfers_topic, detects, concurrency=1)
     async def detect(stream: Any) -> AsyncIterator[None]:
         async for event in stream.events():
             try:
@@ -286,7 +302,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
         hooks.observe(record)
 
-    @app.timer(interval=STATUS_EVERY_S)  # type: ignore[untyped-decorator]
+    @timer(STATUS_EVERY_S, detects)
     async def snapshot_stale_status() -> None:
         """The last heads of a burst (catch-up, or a chain that then stops) still reach the status table."""
         for partition in sorted(stale_status):
@@ -294,7 +310,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             last_status[partition] = time.monotonic()
             await publish_status(owners.get(partition, set()))
 
-    @app.agent(correlation_topic, concurrency=1)
+    @agent(correlation_topic, detects, concurrency=1)
     async def correlate(stream: Any) -> AsyncIterator[None]:
         async for value in stream:
             try:
@@ -308,7 +324,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                     hooks.emitted([incident])
             yield None
 
-    @app.agent(heads_topic, concurrency=1)
+    @agent(heads_topic, detects, concurrency=1)
     async def monitor_chains(stream: Any) -> AsyncIterator[None]:
         async for value in stream:
             try:
@@ -325,7 +341,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 await status_topic.send(key=status.chain.encode(), value=orjson.dumps(status))
             yield None
 
-    @app.timer(interval=settings.chain_check_s)  # type: ignore[untyped-decorator]
+    @timer(settings.chain_check_s, detects)
     async def check_chains() -> None:
         for status in monitor.on_tick():
             log.warning("chain %s is %s: %s", status.chain, status.state, status.reason)
@@ -409,7 +425,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 yield None
 
         sink.__name__ = name
-        app.agent(source, name=name, concurrency=1)(sink)
+        agent(source, stores, name=name, concurrency=1)(sink)
 
     sink_agent(
         transfers_topic,
@@ -424,7 +440,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     )
     sink_agent(status_topic, "sink_chain_status", {ChainStatus: ("chain_status", chain_status_row)})
 
-    @app.agent(snapshot_topic, name="sink_status", concurrency=1)
+    @agent(snapshot_topic, stores, name="sink_status", concurrency=1)
     async def sink_status(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
             rows: list[dict[str, Any]] = []
