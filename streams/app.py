@@ -2,12 +2,12 @@
 
 Agents and the state they own:
 - ``detect`` reads the transfers topic (transfers keyed by exchange, plus every block's head written to
-  every partition) one event at a time, feeds :class:`OutageDetector`, keeps each exchange's detector
-  state in a changelog-backed table, and sends outage state changes to the outage topic at once. Its
-  events are acknowledged by checkpoints (every ``detect_checkpoint_s`` or ``detect_checkpoint_events``):
-  a checkpoint first saves every state its events touched, then acks them, so a crash re-reads what was
-  not saved, and an exchange is saved once per checkpoint instead of once per withdrawal (a state is
-  ~40 KB at 10 chains). Concurrency 1: with more, Faust can commit past an event still in flight.
+  every partition) in batches (``take_events``), feeds :class:`OutageDetector` event by event, keeps each
+  exchange's detector state in a changelog-backed table, and sends outage state changes to the outage
+  topic. Faust acks a batch's events only when the agent asks for the next batch, that is after the
+  batch's states were saved and its outputs sent, so each touched exchange is saved once per batch
+  instead of once per withdrawal (a state is ~40 KB at 10 chains). Concurrency 1: with more, Faust can
+  commit past an event still in flight.
 - ``correlate`` sees every outage (they are copied to a one-partition internal topic) and groups those
   of several exchanges that start together into correlated incidents on the outage topic.
 - ``monitor_chains`` reads heads and connector heartbeats per chain and, on a timer, reports chains that
@@ -83,15 +83,11 @@ STATUS_ROWS_PER_MESSAGE = 500
 
 
 @dataclass(slots=True)
-class Checkpoint:
-    """What ``detect`` processed since its last checkpoint: the events to ack once their states are saved."""
+class DetectBatch:
+    """The states one batch of ``detect`` changed: saved before the batch is acknowledged."""
 
-    events: list[EventT[bytes]] = field(default_factory=list)
     dirty: dict[str, int] = field(default_factory=dict)
-    """exchange → partition of the states to save before the events are acknowledged."""
-    status: set[str] = field(default_factory=set)
-    """Exchanges whose status snapshot is due."""
-    started: float = field(default_factory=time.monotonic)
+    """exchange → partition."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +103,11 @@ class WorkerSettings:
     data_dir: Path = Path(".haltwatch/worker")
     sink_batch: int = 5_000
     sink_within_s: float = 0.25
-    detect_checkpoint_s: float = 2.0
-    """Wall-clock seconds between two checkpoints of ``detect`` (decisions are sent at once regardless)."""
-    detect_checkpoint_events: int = 50_000
-    """Events after which ``detect`` checkpoints sooner: bounds the unacked events held in memory."""
+    detect_batch: int = 20_000
+    """Events per ``detect`` batch at most (bounds the unacked events held in memory)."""
+    detect_within_s: float = 1.0
+    """Longest wait to fill a ``detect`` batch: what batching may add to a decision's latency, and at
+    the same time the shortest interval between two saves of one exchange's state."""
     chain_check_s: float = 2.0
     policy: DetectionPolicy = field(default_factory=DetectionPolicy)
     exchange_metadata: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -166,11 +163,6 @@ def create_app(settings: WorkerSettings) -> faust.App:
     last_status: dict[int, float] = {}
     stale_status: set[int] = set()
     """Partitions whose heads moved on since their last status snapshot (a timer snapshots them)."""
-    checkpoint_lock = asyncio.Lock()
-    """Held while ``detect`` handles one event and while a checkpoint runs: never checkpoint half an event."""
-    unsaved = Checkpoint()
-    detect_streams: list[Any] = []
-
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
     """Inserts and migrations, one at a time."""
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-read")
@@ -186,11 +178,6 @@ def create_app(settings: WorkerSettings) -> faust.App:
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _forget_after_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
         # Ownership may have moved; the recovered table is the truth, reloaded on demand.
-        nonlocal unsaved
-        if unsaved.events:  # Faust waits for in-flight events to be acked first, so this is rare
-            log.warning("rebalance: %d events processed since the last checkpoint are left unacked and will be "
-                        "read again", len(unsaved.events))
-            unsaved = Checkpoint()
         for exchange in list(detector.exchanges()):
             detector.forget(exchange)
         owners.clear()
@@ -210,8 +197,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
         if exchange not in detector.exchanges_:
             return  # forgotten by a rebalance: its events are read again
         value = orjson.dumps({"partition": partition, "state": detector.export(exchange)})
-        # what ``state_table[exchange] = value`` does, with the partition given: states are saved by a
-        # checkpoint, where Faust has no current event to take the partition from
+        # what ``state_table[exchange] = value`` does, with the partition given: states are saved at the end
+        # of a batch, where Faust has no current event to take the partition from
         state_table.data[exchange] = value
         state_table.send_changelog(partition, exchange, value)
 
@@ -236,42 +223,23 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 await correlation_topic.send(key=b"all", value=payload)
         hooks.emitted(outputs)
 
-    async def checkpoint() -> None:
-        """Save every state touched since the last checkpoint and send the due status snapshots, then ack
-        the events (Faust flushes the producer, changelog included, before it commits their offsets)."""
-        nonlocal unsaved
-        done, unsaved = unsaved, Checkpoint()
-        for exchange, partition in done.dirty.items():
-            save(exchange, partition)
-        await publish_status(done.status)
-        for event in done.events:
-            await detect_streams[-1].ack(event)
-
     @app.agent(transfers_topic, concurrency=1)
     async def detect(stream: Any) -> AsyncIterator[None]:
-        manual = stream.noack()  # acked by checkpoint(), after the states the events changed are saved
-        detect_streams.append(manual)
-        async for event in manual.events():
-            async with checkpoint_lock:
+        # take_events acks a batch's events only when this loop asks for the next batch (faust/streams.py),
+        # so the saves and sends below precede the acks, and Faust flushes the producer (changelog and
+        # outage topic) before it commits those offsets
+        async for events in stream.take_events(settings.detect_batch, within=settings.detect_within_s):
+            batch = DetectBatch()
+            for event in events:
                 try:
-                    await detect_one(event, unsaved)
+                    await detect_one(event, batch)
                 except Exception as exc:  # one bad event must never crash-loop the agent
                     log.exception("detector failed on %s[%d]@%d", event.message.topic, event.message.partition,
                                   event.message.offset)
                     await dead_letter(event.value, f"detector error: {exc!r}", f"topic:{topics.transfers}")
-                unsaved.events.append(event)
-                if (len(unsaved.events) >= settings.detect_checkpoint_events
-                        or time.monotonic() - unsaved.started >= settings.detect_checkpoint_s):
-                    await checkpoint()
+            for exchange, partition in batch.dirty.items():
+                save(exchange, partition)
             yield None
-
-    @app.timer(interval=settings.detect_checkpoint_s / 2)  # type: ignore[untyped-decorator]
-    async def checkpoint_idle() -> None:
-        """Checkpoint when no further event comes (the last events of a burst, and during a rebalance,
-        which waits until every event in flight is acked)."""
-        if unsaved.events and time.monotonic() - unsaved.started >= settings.detect_checkpoint_s:
-            async with checkpoint_lock:
-                await checkpoint()
 
     async def publish_status(exchanges: set[str]) -> None:
         rows = snapshot(detector, exchanges)
@@ -282,7 +250,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     def changed_exchanges(outputs: list[Any]) -> set[str]:
         return {o.exchange for o in outputs if isinstance(o, OutageEvent)}
 
-    async def detect_one(event: EventT[bytes], batch: Checkpoint) -> None:
+    async def detect_one(event: EventT[bytes], batch: DetectBatch) -> None:
         partition = event.message.partition
         if partition not in restored_partitions:
             restore_partition(partition)
@@ -297,7 +265,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             if record.direction is Direction.WITHDRAWAL:  # deposits and internal moves leave the state as it was
                 batch.dirty[record.exchange] = partition
             await emit(outputs)
-            batch.status |= changed_exchanges(outputs)
+            await publish_status(changed_exchanges(outputs))
         elif isinstance(record, ChainHead):
             mine = owners.get(partition, set())
             outputs = detector.on_head(record, mine)
@@ -311,16 +279,16 @@ def create_app(settings: WorkerSettings) -> faust.App:
             if now - last_status.get(partition, float("-inf")) >= STATUS_EVERY_S:
                 last_status[partition] = now
                 stale_status.discard(partition)
-                batch.status |= mine
+                await publish_status(mine)
             else:
                 stale_status.add(partition)
-                batch.status |= changed & mine
+                await publish_status(changed & mine)
         elif isinstance(record, LabelSuggestion):
             load(record.exchange, partition)
             outputs = detector.on_suggestion(record)
             batch.dirty[record.exchange] = partition
             await emit(outputs)
-            batch.status |= changed_exchanges(outputs)
+            await publish_status(changed_exchanges(outputs))
         else:
             await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
         hooks.observe(record)
