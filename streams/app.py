@@ -106,8 +106,8 @@ class WorkerSettings:
     detect_batch: int = 20_000
     """Events per ``detect`` batch at most (bounds the unacked events held in memory)."""
     detect_within_s: float = 1.0
-    """Longest wait to fill a ``detect`` batch: what batching may add to a decision's latency, and at
-    the same time the shortest interval between two saves of one exchange's state."""
+    """Longest wait to fill a ``detect`` batch: what batching may add to a decision's latency. Longer
+    batches save each exchange's state less often."""
     chain_check_s: float = 2.0
     policy: DetectionPolicy = field(default_factory=DetectionPolicy)
     exchange_metadata: dict[str, dict[str, str]] = field(default_factory=dict)
