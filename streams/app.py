@@ -80,6 +80,9 @@ STATUS_EVERY_S = 5.0
 """Wall-clock seconds between two status snapshots of one partition's exchanges (state changes are
 snapshotted at once). Only reporting depends on it, never a decision."""
 STATUS_ROWS_PER_MESSAGE = 500
+LIVE_BATCH = 1_000
+"""A ``detect`` batch smaller than this means the worker has caught up with the chains: the snapshots its
+heads left stale are sent at once instead of by the next timer tick (a catch-up leaves them to the timer)."""
 
 
 @dataclass(slots=True)
@@ -239,6 +242,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
                     await dead_letter(event.value, f"detector error: {exc!r}", f"topic:{topics.transfers}")
             for exchange, partition in batch.dirty.items():
                 save(exchange, partition)
+            if len(events) < LIVE_BATCH:  # caught up: the batch's last heads reach the status table now
+                await publish_stale_status()
             yield None
 
     async def publish_status(exchanges: set[str]) -> None:
@@ -293,13 +298,16 @@ def create_app(settings: WorkerSettings) -> faust.App:
             await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
         hooks.observe(record)
 
-    @app.timer(interval=STATUS_EVERY_S)  # type: ignore[untyped-decorator]
-    async def snapshot_stale_status() -> None:
-        """The last heads of a burst (catch-up, or a chain that then stops) still reach the status table."""
+    async def publish_stale_status() -> None:
         for partition in sorted(stale_status):
             stale_status.discard(partition)
             last_status[partition] = time.monotonic()
             await publish_status(owners.get(partition, set()))
+
+    @app.timer(interval=STATUS_EVERY_S)  # type: ignore[untyped-decorator]
+    async def snapshot_stale_status() -> None:
+        """The last heads of a burst (catch-up, or a chain that then stops) still reach the status table."""
+        await publish_stale_status()
 
     @app.agent(correlation_topic, concurrency=1)
     async def correlate(stream: Any) -> AsyncIterator[None]:
