@@ -1,0 +1,288 @@
+"""Replay throughput, worker memory and scale-out: ``python -m bench.replay_throughput``.
+
+One command prints everything. It starts its own Kafka (``infra/kafka.sh``) and ClickHouse server
+(``infra/clickhouse.sh``, Debian's 18.16) on free ports, writes one transfers topic of 1,000 exchanges x 10
+chains (:mod:`bench.replay_topic`) under two topic prefixes (identical copies: the worker's consumer group
+is named after its prefix, so each run needs its own), then measures on this machine:
+
+- **raw**: an ``aiokafka`` consumer reading the whole transfers topic from the earliest offset, nothing else;
+- **pipeline, 1 worker**: the real worker (``python -m haltwatch worker``, the environment ``haltwatch demo``
+  gives it) from its first consumed event until its group's committed offsets reach the end of every
+  partition *and* ClickHouse holds every transfer row. Committed offsets cover every agent on the topic
+  (``detect`` and the transfers sink), because a message is committed only when all of them acked it;
+- the worker's resident memory at the end (VmRSS, and the peak VmHWM), with every exchange's state loaded;
+- **pipeline, 2 workers** on the second copy: throughput, and whether the outage decisions are the same.
+
+The figures depend on the machine's load: ``uptime`` is printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from clickhouse_driver import Client
+from kafka import KafkaConsumer
+from kafka import TopicPartition as SyncPartition
+
+from bench.replay_topic import ReplayPlan, produce
+from connectors.publisher import ensure_topics
+from haltwatch.local import PipelineProcesses, free_port, infra
+from schemas.codec import decode_as
+from schemas.records import OutageEvent
+from schemas.topics import Topics
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages: other processes' share of the 2 cores beside each figure."""
+    return " ".join(Path("/proc/loadavg").read_text().split(" ")[:3])
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def end_offsets(kafka: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=kafka)
+    try:
+        parts = [SyncPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+async def raw_consume(kafka: str, topic: str, ends: dict[int, int]) -> tuple[int, float]:
+    """Read every message of ``topic`` with aiokafka alone; returns (messages, seconds)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in ends]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        left = {tp: ends[tp.partition] for tp in parts}
+        count = 0
+        started: float | None = None
+        while left:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for tp, records in batch.items():
+                count += len(records)
+                if records and records[-1].offset + 1 >= left.get(tp, 0):
+                    left.pop(tp, None)
+        return count, time.perf_counter() - (started or time.perf_counter())
+    finally:
+        await consumer.stop()
+
+
+def committed(kafka: str, group: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """The group's committed offsets (read without joining the group)."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(SyncPartition(topic, p)) or 0 for p in partitions}
+    finally:
+        consumer.close()
+
+
+def events_seen(port: int) -> float:
+    """The worker's ``haltwatch_worker_events_total`` (0 while it is not up)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(m) for m in re.findall(r"^haltwatch_worker_events_total\{[^}]*\} (\S+)$", text, re.M))
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process used so far (immune to other processes' load, unlike wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def outages(kafka: str, topics: Topics) -> list[OutageEvent]:
+    consumer = KafkaConsumer(topics.outages, bootstrap_servers=kafka, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=3000)
+    try:
+        found = []
+        for message in consumer:
+            if message.key != b"correlated":
+                found.append(decode_as(message.value, OutageEvent))
+        return found
+    finally:
+        consumer.close()
+
+
+@dataclass
+class PipelineRun:
+    workers: int
+    seconds: float
+    events: int
+    startup_s: float
+    outages: list[OutageEvent]
+    memory_mb: list[tuple[float, float]] = field(default_factory=list)
+    cpu_s: float = 0.0
+    """CPU seconds the worker processes used between the first event and the end."""
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    def decisions(self) -> set[tuple[str, str, int, str, int]]:
+        """Outage decisions without wall-clock fields: (exchange, scope, version, state, detected_at)."""
+        return {(o.exchange, ",".join(o.scope), o.version, o.state.value, o.detected_at) for o in self.outages}
+
+
+def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messages: int, partitions: int,
+                 workers: int, work: Path, timeout_s: float) -> PipelineRun:
+    topics = Topics(prefix)
+    database = prefix.replace("-", "_")
+    url = f"clickhouse://{clickhouse}/{database}"
+    procs = [PipelineProcesses(work / f"{prefix}-{i}", kafka, "ws://unused", work / "unused.toml", prefix,
+                               clickhouse_url=url, partitions=partitions) for i in range(workers)]
+    client = Client.from_url(url.replace(f"/{database}", "/default"))
+    ends = end_offsets(kafka, topics.transfers)
+    spawned = time.perf_counter()
+    for p in procs:
+        p.start_worker()
+    try:
+        first: float | None = None
+        cpu_first = 0.0
+        deadline = spawned + timeout_s
+        while time.perf_counter() < deadline:
+            for p in procs:
+                p.check_alive()
+            if first is None:
+                if any(events_seen(p.web_port) > 0 for p in procs):
+                    first = time.perf_counter()
+                    cpu_first = sum(cpu_seconds(p.procs["worker"].pid) for p in procs)
+                else:
+                    time.sleep(0.2)
+                    continue
+            done = committed(kafka, f"{prefix}-worker", topics.transfers, list(ends))
+            if all(done.get(part, 0) >= end for part, end in ends.items()):
+                try:
+                    stored = client.execute(f"SELECT count() FROM {database}.transfers")[0][0]
+                except Exception:  # table not created yet
+                    stored = 0
+                if stored >= transfers:
+                    break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"{workers} worker(s) did not finish {prefix} in {timeout_s} s; see {work}")
+        finished = time.perf_counter()
+        assert first is not None
+        cpu = sum(cpu_seconds(p.procs["worker"].pid) for p in procs) - cpu_first
+        mem = [memory(p.procs["worker"].pid) for p in procs]
+        return PipelineRun(workers, finished - first, messages, first - spawned, outages(kafka, topics), mem, cpu)
+    finally:
+        for p in procs:
+            p.stop()
+        client.disconnect()
+
+
+def describe(run: PipelineRun, raw_rate: float) -> None:
+    say(f"pipeline, {run.workers} worker(s): {run.events:,} events in {run.seconds:.1f} s = {run.rate:,.0f} events/s "
+        f"({run.rate / raw_rate:.2f} of raw; worker start-up before the first event {run.startup_s:.1f} s); "
+        f"load {load()}")
+    say(f"  worker CPU: {run.cpu_s:.1f} s = {run.events / max(run.cpu_s, 1e-9):,.0f} events per CPU-second "
+        "(wall-time rates depend on the machine's other load; this one much less)")
+    states: dict[str, int] = {}
+    for o in run.outages:
+        states[o.state.value] = states.get(o.state.value, 0) + 1
+    exchanges = sorted({o.exchange for o in run.outages})
+    say(f"  outage events: {len(run.outages)} {states}; exchanges: {', '.join(exchanges) or '-'}")
+    for i, (rss, hwm) in enumerate(run.memory_mb):
+        say(f"  worker {i} memory at the end: VmRSS {rss:.0f} MB, peak VmHWM {hwm:.0f} MB")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--exchanges", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=10)
+    parser.add_argument("--blocks", type=int, default=200, help="blocks per chain (30 s of chain time each)")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--skip-two", action="store_true", help="skip the two-worker run")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for one pipeline run")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (worker logs)")
+    args = parser.parse_args(argv)
+    plan = ReplayPlan(exchanges=args.exchanges, chains=args.chains, blocks=args.blocks)
+    kafka_port, ch_port = free_port(), free_port()
+    work = Path(tempfile.mkdtemp(prefix="haltwatch-replay-"))
+    kafka_env = {"KAFKA_PORT": str(kafka_port), "KAFKA_CONTROLLER_PORT": str(free_port()),
+                 "KAFKA_PARTITIONS": str(args.partitions), "KAFKA_DATA_DIR": str(work / "kafka")}
+    ch_env = {"CLICKHOUSE_TCP_PORT": str(ch_port), "CLICKHOUSE_HTTP_PORT": str(free_port()),
+              "CLICKHOUSE_STATE_DIR": str(work / "clickhouse")}
+    kafka, clickhouse = f"127.0.0.1:{kafka_port}", f"127.0.0.1:{ch_port}"
+    say(f"machine: {os.cpu_count()} cores, load {load()}")
+    infra("kafka", "start", kafka_env)
+    try:
+        infra("clickhouse", "start", ch_env)
+        try:
+            prefixes = [f"replay{int(time.time())}-one", f"replay{int(time.time())}-two"]
+            if args.skip_two:
+                prefixes = prefixes[:1]
+            for prefix in prefixes:
+                ensure_topics(kafka, Topics(prefix), args.partitions)
+            started = time.perf_counter()
+            produced = produce(kafka, [Topics(p).transfers for p in prefixes], args.partitions, plan)
+            say(f"topic: {plan.exchanges} exchanges x {plan.chains} chains, {plan.blocks} blocks per chain "
+                f"({plan.blocks * plan.block_s / 3600:.1f} h of chain time), {args.partitions} partitions: "
+                f"{produced.transfers:,} transfers ({produced.withdrawals:,} withdrawals) + {produced.heads:,} heads "
+                f"x {args.partitions} partitions = {produced.messages:,} records; {len(prefixes)} copies written "
+                f"in {time.perf_counter() - started:.0f} s")
+            say(f"scripted halts: {plan.halt_all} exchange-wide, {plan.halt_one} on one chain "
+                f"({', '.join(sorted(plan.halting))}), blocks {plan.halt_from}.."
+                f"{plan.halt_from + plan.halt_blocks - 1}")
+            topic = Topics(prefixes[0]).transfers
+            count, seconds = asyncio.run(raw_consume(kafka, topic, end_offsets(kafka, topic)))
+            raw_rate = count / seconds
+            say(f"raw aiokafka consume: {count:,} records in {seconds:.1f} s = {raw_rate:,.0f} events/s; load {load()}")
+            one = run_pipeline(kafka, clickhouse, prefixes[0], produced.transfers, produced.messages, args.partitions,
+                               1, work, args.timeout)
+            describe(one, raw_rate)
+            if not args.skip_two:
+                two = run_pipeline(kafka, clickhouse, prefixes[1], produced.transfers, produced.messages,
+                                   args.partitions, 2, work, args.timeout)
+                describe(two, raw_rate)
+                a, b = one.decisions(), two.decisions()
+                verdict = "the same" if a == b else f"DIFFERENT: {len(a - b)} only with one, {len(b - a)} only with two"
+                say(f"outage decisions, 1 vs 2 workers: {len(a)} vs {len(b)}, {verdict}")
+                if a != b:
+                    for d in sorted(a ^ b)[:20]:
+                        say(f"  {'one' if d in a else 'two'} only: {d}")
+        finally:
+            infra("clickhouse", "stop", ch_env)
+    finally:
+        infra("kafka", "stop", kafka_env)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            say(f"work folder kept: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
