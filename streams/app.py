@@ -116,8 +116,9 @@ class WorkerSettings:
     """Events per ``detect`` batch at most (bounds the unacked events held in memory)."""
     detect_within_s: float = 0.2
     """Longest wait to fill a ``detect`` batch: what batching may add to a decision's latency (the product
-    asks for decisions queryable within a second). Longer batches save each exchange's state less often;
-    while catching up a backlog batches fill long before this, so replay speed hardly depends on it."""
+    asks for decisions queryable within a second). Every batch saves each exchange it touched, and the worker
+    processes far fewer than ``detect_batch`` events in this time even while replaying a backlog, so a shorter
+    window also means more saves: replay throughput and memory depend on it (``docs/benchmarks.md``)."""
     chain_check_s: float = 2.0
     policy: DetectionPolicy = field(default_factory=DetectionPolicy)
     exchange_metadata: dict[str, dict[str, str]] = field(default_factory=dict)
