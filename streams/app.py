@@ -2,12 +2,13 @@
 
 Agents and the state they own:
 - ``detect`` reads the transfers topic (transfers keyed by exchange, plus every block's head written to
-  every partition) in batches (``take_events``), feeds :class:`OutageDetector` event by event, keeps each
-  exchange's detector state in a changelog-backed table, and sends outage state changes to the outage
-  topic. Faust acks a batch's events only when the agent asks for the next batch, that is after the
-  batch's states were saved and its outputs sent, so each touched exchange is saved once per batch
-  instead of once per withdrawal (a state is ~40 KB at 10 chains). Concurrency 1: with more, Faust can
-  commit past an event still in flight.
+  every partition) in batches (``take_events``), feeds :class:`OutageDetector` event by event, keeps the
+  detector state in a changelog-backed table, and sends outage state changes to the outage topic. The table
+  holds each exchange's state in parts, one exchange-wide and one per (exchange, chain), and a batch saves
+  only the parts its events changed, each once: a withdrawal changes one chain's ~4 KB, where the whole
+  state of an exchange on 10 chains is ~40 KB. Faust acks a batch's events only when the agent asks for
+  the next batch, that is after the batch's parts were saved and its outputs sent. Concurrency 1: with
+  more, Faust can commit past an event still in flight.
 - ``correlate`` sees every outage (they are copied to a one-partition internal topic) and groups those
   of several exchanges that start together into correlated incidents on the outage topic.
 - ``monitor_chains`` reads heads and connector heartbeats per chain and, on a timer, reports chains that
@@ -32,7 +33,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,25 +78,43 @@ from streams.store.status import snapshot
 from streams.web import OperatorSettings, register_web
 
 log = logging.getLogger(__name__)
-SAVE_EVERY_HEADS = 16
-"""Detector state is saved at every withdrawal and state change, and otherwise every this many heads.
-Heads lost between saves only under-count exposure after a restart (a later head that does not follow
-the saved one is not credited), which delays a decision but never causes one."""
+HEAD_SAVE_EVERY_S = 5.0
+"""The parts a withdrawal or a state change touches are saved in its batch; the progress that heads alone
+make (chain time credited) is saved at most this often per partition, in wall-clock seconds. Heads lost
+between saves only under-count exposure after a restart (a later head that does not follow the saved one
+is not credited), which delays a decision but never causes one. A time budget rather than a head count:
+a replay reads thousands of heads a second and would save every state many times over."""
 STATUS_EVERY_S = 5.0
 """Wall-clock seconds between two status snapshots of one partition's exchanges (state changes are
 snapshotted at once). Only reporting depends on it, never a decision."""
 STATUS_ROWS_PER_MESSAGE = 500
-LIVE_BATCH = 1_000
-"""A ``detect`` batch smaller than this means the worker has caught up with the chains: the snapshots its
-heads left stale are sent at once instead of by the next timer tick (a catch-up leaves them to the timer)."""
+LIVE_LAG_S = 2.0
+"""A ``detect`` batch whose last record was published less than this many seconds ago means the worker has
+caught up with the chains: the snapshots its heads left stale are sent at once instead of by the next timer
+tick (a catch-up, reading old records, leaves them to the timer)."""
+Part = tuple[str, str | None]
+"""A saved part of the detector state: (exchange, chain), or (exchange, None) for the exchange-wide part."""
+
+
+def part_key(exchange: str, chain: str | None) -> str:
+    """Table key of a part: the exchange's name for its exchange-wide part (the key a whole state had
+    before states were saved in parts), a JSON pair for a chain's part."""
+    return exchange if chain is None else orjson.dumps([exchange, chain]).decode()
 
 
 @dataclass(slots=True)
 class DetectBatch:
-    """The states one batch of ``detect`` changed: saved before the batch is acknowledged."""
+    """The state parts one batch of ``detect`` changed: saved before the batch is acknowledged."""
 
-    dirty: dict[str, int] = field(default_factory=dict)
-    """exchange → partition."""
+    dirty: dict[Part, int] = field(default_factory=dict)
+    """part → partition."""
+
+    def exchange(self, exchange: str, chains: Iterable[str], partition: int) -> None:
+        """Every part of an exchange: a state change may touch all its chains (an exchange-wide incident
+        taints them, its end resets their rate tests)."""
+        self.dirty[(exchange, None)] = partition
+        for chain in chains:
+            self.dirty[(exchange, chain)] = partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +220,10 @@ def create_app(settings: WorkerSettings) -> faust.App:
     """partition → exchanges whose transfers arrive there (they are decided on that partition's heads)."""
     loaded: set[tuple[str, int]] = set()
     restored_partitions: set[int] = set()
-    heads_since_save: dict[int, int] = {}
+    head_saved_at: dict[int, float] = {}
+    """partition → monotonic time its heads' progress was last saved."""
+    unsaved_head_chains: dict[int, set[str]] = {}
+    """partition → chains whose heads credited its exchanges since that save."""
     last_status: dict[int, float] = {}
     stale_status: set[int] = set()
     """Partitions whose heads moved on since their last status snapshot (a timer snapshots them)."""
@@ -226,30 +248,48 @@ def create_app(settings: WorkerSettings) -> faust.App:
         loaded.clear()
         restored_partitions.clear()
 
-    def load(exchange: str, partition: int) -> None:
+    def load(exchange: str, partition: int, batch: DetectBatch) -> None:
         if (exchange, partition) in loaded:
             return
         stored = state_table.get(exchange)
-        if stored is not None and exchange not in detector.exchanges():
-            detector.restore(exchange, orjson.loads(stored)["state"])
+        if stored is not None and exchange not in detector.exchanges_:
+            state = orjson.loads(stored)["state"]
+            if "chains" in state:  # saved whole, before states were saved in parts: rewrite it in parts
+                detector.restore(exchange, state)
+                batch.exchange(exchange, state["chains"], partition)
+            else:
+                chains = {}
+                for chain in state.get("chain_names", []):
+                    part = state_table.get(part_key(exchange, chain))
+                    if part is not None:
+                        chains[chain] = orjson.loads(part)["state"]
+                detector.restore_parts(exchange, state, chains)
         owners.setdefault(partition, set()).add(exchange)
         loaded.add((exchange, partition))
 
-    def save(exchange: str, partition: int) -> None:
+    def save(exchange: str, chain: str | None, partition: int) -> None:
         if exchange not in detector.exchanges_:
             return  # forgotten by a rebalance: its events are read again
-        value = orjson.dumps({"partition": partition, "state": detector.export(exchange)})
-        # what ``state_table[exchange] = value`` does, with the partition given: states are saved at the end
-        # of a batch, where Faust has no current event to take the partition from
-        state_table.data[exchange] = value
-        state_table.send_changelog(partition, exchange, value)
+        if chain is None:
+            value = {"partition": partition, "state": detector.export_exchange(exchange)}
+        else:
+            part = detector.export_chain(exchange, chain)
+            if not part:
+                return
+            value = {"partition": partition, "exchange": exchange, "chain": chain, "state": part}
+        key, raw = part_key(exchange, chain), orjson.dumps(value)
+        # what ``state_table[key] = raw`` does, with the partition given: parts are saved at the end of a
+        # batch, where Faust has no current event to take the partition from
+        state_table.data[key] = raw
+        state_table.send_changelog(partition, key, raw)
 
-    def restore_partition(partition: int) -> None:
+    def restore_partition(partition: int, batch: DetectBatch) -> None:
         """After a restart or rebalance, exchanges of this partition are known only to the table."""
         restored_partitions.add(partition)
-        for exchange, stored in state_table.items():
-            if orjson.loads(stored)["partition"] == partition:
-                load(exchange, partition)
+        for key, stored in state_table.items():
+            value = orjson.loads(stored)
+            if "chain" not in value and value["partition"] == partition:  # chain parts load with their exchange
+                load(key, partition, batch)
 
     async def dead_letter(raw: bytes, reason: str, source: str) -> None:
         letter = DeadLetter(source, reason, raw.decode("utf-8", "replace"), time.time())
@@ -279,10 +319,10 @@ def create_app(settings: WorkerSettings) -> faust.App:
                     log.exception("detector failed on %s[%d]@%d", event.message.topic, event.message.partition,
                                   event.message.offset)
                     await dead_letter(event.value, f"detector error: {exc!r}", f"topic:{topics.transfers}")
-            for exchange, partition in batch.dirty.items():
-                save(exchange, partition)
-            if len(events) < LIVE_BATCH:  # caught up: the batch's last heads reach the status table now
-                await publish_stale_status()
+            for (exchange, chain), partition in batch.dirty.items():
+                save(exchange, chain, partition)
+            if events and time.time() - events[-1].message.timestamp < LIVE_LAG_S:
+                await publish_stale_status()  # caught up: the batch's last heads reach the status table now
             yield None
 
     async def publish_status(exchanges: set[str]) -> None:
@@ -294,43 +334,60 @@ def create_app(settings: WorkerSettings) -> faust.App:
     def changed_exchanges(outputs: list[Any]) -> set[str]:
         return {o.exchange for o in outputs if isinstance(o, OutageEvent)}
 
+    def changed_parts(outputs: list[Any], partition: int, batch: DetectBatch) -> set[str]:
+        """The exchanges whose outage state changed, every part of them marked to be saved."""
+        changed = changed_exchanges(outputs)
+        for exchange in changed:
+            track = detector.exchanges_.get(exchange)
+            batch.exchange(exchange, track.chains if track is not None else (), partition)
+        return changed
+
     async def detect_one(event: EventT[bytes], batch: DetectBatch) -> None:
         partition = event.message.partition
         if partition not in restored_partitions:
-            restore_partition(partition)
+            restore_partition(partition, batch)
         try:
             record = decode(event.value)
         except SchemaError as exc:
             await dead_letter(event.value, str(exc), f"topic:{topics.transfers}")
             return
         if isinstance(record, TransferEvent):
-            load(record.exchange, partition)
+            load(record.exchange, partition, batch)
             outputs = detector.on_transfer(record)
             if record.direction is Direction.WITHDRAWAL:  # deposits and internal moves leave the state as it was
-                batch.dirty[record.exchange] = partition
-            await emit(outputs)
-            await publish_status(changed_exchanges(outputs))
+                batch.dirty[(record.exchange, None)] = partition
+                batch.dirty[(record.exchange, record.chain)] = partition
+            if outputs:
+                await emit(outputs)
+                await publish_status(changed_parts(outputs, partition, batch))
         elif isinstance(record, ChainHead):
             mine = owners.get(partition, set())
             outputs = detector.on_head(record, mine)
-            count = heads_since_save.get(partition, 0) + 1
-            changed = {o.exchange for o in outputs if isinstance(o, OutageEvent)}
-            for exchange in mine if count >= SAVE_EVERY_HEADS else changed & mine:
-                batch.dirty[exchange] = partition
-            heads_since_save[partition] = 0 if count >= SAVE_EVERY_HEADS else count
-            await emit(outputs)
+            changed = changed_parts(outputs, partition, batch) & mine
             now = time.monotonic()
+            unsaved = unsaved_head_chains.setdefault(partition, set())
+            unsaved.add(record.chain)
+            if now - head_saved_at.setdefault(partition, now) >= HEAD_SAVE_EVERY_S:
+                head_saved_at[partition] = now
+                for exchange in mine:
+                    track = detector.exchanges_.get(exchange)
+                    if track is not None:
+                        batch.exchange(exchange, unsaved & track.chains.keys(), partition)
+                unsaved.clear()
+            if outputs:
+                await emit(outputs)
             if now - last_status.get(partition, float("-inf")) >= STATUS_EVERY_S:
                 last_status[partition] = now
                 stale_status.discard(partition)
                 await publish_status(mine)
             else:
                 stale_status.add(partition)
-                await publish_status(changed & mine)
+                await publish_status(changed)
         elif isinstance(record, LabelSuggestion):
-            load(record.exchange, partition)
+            load(record.exchange, partition, batch)
             outputs = detector.on_suggestion(record)
-            batch.dirty[record.exchange] = partition
+            batch.dirty[(record.exchange, None)] = partition
+            changed_parts(outputs, partition, batch)
             await emit(outputs)
             await publish_status(changed_exchanges(outputs))
         else:

@@ -16,7 +16,9 @@ teaches the model that silence is normal:
 
 from __future__ import annotations
 
+import base64
 import math
+import sys
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,17 +130,42 @@ class SeasonalRate:
         return cached[1] if cached is not None else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; the two 168-hour arrays as base64 of little-endian doubles.
+
+        As decimal text they are most of a saved state (~6.7 KB of a chain's ~8 KB once every hour of the
+        week has data) and the slowest part to write; as bytes they are 3.6 KB, copied exactly (no rounding).
+        """
         return {
-            "ew": list(self.events_w), "xw": list(self.exposure_w), "te": self.total_events,
+            "ew": _pack(self.events_w), "xw": _pack(self.exposure_w), "te": self.total_events,
             "tx": self.total_exposure, "dh": self.decayed_at_hour,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], half_life_h: float, prior_hours: float) -> SeasonalRate:
+        """Reads both encodings: base64 (now) and lists of numbers (states saved before)."""
         return cls(
-            array("d", data["ew"]), array("d", data["xw"]), data["te"], data["tx"], data["dh"],
+            _unpack(data["ew"]), _unpack(data["xw"]), data["te"], data["tx"], data["dh"],
             half_life_h, prior_hours,
         )
+
+
+def _pack(values: array[float]) -> str:
+    if sys.byteorder == "big":
+        values = array("d", values)
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode("ascii")
+
+
+def _unpack(raw: str | list[float]) -> array[float]:
+    if isinstance(raw, list):
+        return array("d", raw)
+    values = array("d")
+    values.frombytes(base64.b64decode(raw, validate=True))
+    if sys.byteorder == "big":
+        values.byteswap()
+    if len(values) != WEEK_HOURS:
+        raise ValueError(f"a saved hour-of-week array holds {len(values)} values, not {WEEK_HOURS}")
+    return values
 
 
 def uncertain(nats: float, shape: float) -> float:

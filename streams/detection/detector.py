@@ -171,12 +171,38 @@ class OutageDetector:
         return set(self.exchanges_)
 
     def export(self, exchange: str) -> dict[str, Any]:
-        """One exchange's state, JSON-ready, for a changelog-backed table."""
-        return _export(self.exchanges_[exchange]) if exchange in self.exchanges_ else {}
+        """One exchange's whole state, JSON-ready: its exchange-wide part with every chain's part inside."""
+        if exchange not in self.exchanges_:
+            return {}
+        ex = self.exchanges_[exchange]
+        return {**_export_exchange(ex), "chains": {name: _export_chain(c) for name, c in ex.chains.items()}}
+
+    def export_exchange(self, exchange: str) -> dict[str, Any]:
+        """The exchange-wide part alone (last payout, snapshot, incident, suggestions, names of its chains).
+
+        A worker saves the parts an event changed rather than the whole exchange: one chain's part is
+        ~4 KB, the whole state of an exchange on 10 chains ~40 KB, and a withdrawal changes one chain.
+        """
+        return _export_exchange(self.exchanges_[exchange]) if exchange in self.exchanges_ else {}
+
+    def export_chain(self, exchange: str, chain: str) -> dict[str, Any]:
+        """One (exchange, chain) part; empty when the detector does not track that pair."""
+        ex = self.exchanges_.get(exchange)
+        c = ex.chains.get(chain) if ex is not None else None
+        return _export_chain(c) if c is not None else {}
 
     def restore(self, exchange: str, data: dict[str, Any]) -> None:
+        """Restore what :meth:`export` gave."""
         if data:
-            self.exchanges_[exchange] = _restore(exchange, data, self.policy)
+            self.restore_parts(exchange, data, data["chains"])
+
+    def restore_parts(self, exchange: str, exchange_part: dict[str, Any], chains: dict[str, dict[str, Any]]) -> None:
+        """Restore from :meth:`export_exchange` and the :meth:`export_chain` parts that were found.
+
+        A chain whose part is missing starts afresh (it was saved never, or under another key format).
+        """
+        if exchange_part:
+            self.exchanges_[exchange] = _restore(exchange, exchange_part, chains, self.policy)
 
     def forget(self, exchange: str) -> None:
         self.exchanges_.pop(exchange, None)
@@ -605,44 +631,50 @@ def _replace(event: OutageEvent, **changes: Any) -> OutageEvent:
     return replace(event, **changes)
 
 
-def _export(ex: ExchangeTrack) -> dict[str, Any]:
-    def incident(inc: Incident | None) -> Any:
-        if inc is None:
-            return None
-        return [encode(inc.last).decode(), inc.resume_count, inc.resume_time, inc.resume_u, inc.recover]
+def _incident(inc: Incident | None) -> Any:
+    if inc is None:
+        return None
+    return [encode(inc.last).decode(), inc.resume_count, inc.resume_time, inc.resume_u, inc.recover]
 
+
+def _restore_incident(raw: Any) -> Incident | None:
+    if raw is None:
+        return None
+    event, count, time, resume_u, recover = raw
+    return Incident(decode_as(event, OutageEvent), count, time, resume_u, recover)
+
+
+def _export_exchange(ex: ExchangeTrack) -> dict[str, Any]:
     return {
         "last": [ex.last_time, ex.last_tx, ex.last_chain],
         "snapshot": ex.snapshot,
-        "incident": incident(ex.incident),
+        "incident": _incident(ex.incident),
         "suggestions": {chain: encode(sg).decode() for chain, sg in ex.suggestions.items()},
-        "chains": {
-            name: {
-                "rate": c.rate.to_dict(), "tail": c.tail.to_dict(),
-                "head": [c.head_number, c.head_time, c.interval_s, c.head_hash],
-                "u": c.u_total, "recent": [[w.event_id, w.block, w.time, w.tx, w.u_at] for w in c.recent],
-                "n": [c.withdrawals, c.exposure_s, c.pending_events, c.warm], "pending": c.pending,
-                "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": [c.drop, c.drop_payouts],
-                "incident": incident(c.incident),
-            }
-            for name, c in ex.chains.items()
-        },
+        "chain_names": sorted(ex.chains),
     }
 
 
-def _restore(exchange: str, data: dict[str, Any], policy: DetectionPolicy) -> ExchangeTrack:
-    def incident(raw: Any) -> Incident | None:
-        if raw is None:
-            return None
-        event, count, time, resume_u, recover = raw
-        return Incident(decode_as(event, OutageEvent), count, time, resume_u, recover)
+def _export_chain(c: ChainTrack) -> dict[str, Any]:
+    return {
+        "rate": c.rate.to_dict(), "tail": c.tail.to_dict(),
+        "head": [c.head_number, c.head_time, c.interval_s, c.head_hash],
+        "u": c.u_total, "recent": [[w.event_id, w.block, w.time, w.tx, w.u_at] for w in c.recent],
+        "n": [c.withdrawals, c.exposure_s, c.pending_events, c.warm], "pending": c.pending,
+        "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": [c.drop, c.drop_payouts],
+        "incident": _incident(c.incident),
+    }
 
+
+def _restore(exchange: str, data: dict[str, Any], chains: dict[str, dict[str, Any]],
+             policy: DetectionPolicy) -> ExchangeTrack:
     ex = ExchangeTrack(exchange)
     ex.last_time, ex.last_tx, ex.last_chain = data["last"]
     ex.snapshot = dict(data["snapshot"])
-    ex.incident = incident(data["incident"])
+    ex.incident = _restore_incident(data["incident"])
     ex.suggestions = {chain: decode_as(raw, LabelSuggestion) for chain, raw in data.get("suggestions", {}).items()}
-    for name, d in data["chains"].items():
+    for name, d in chains.items():
+        if not d:
+            continue
         c = ChainTrack(
             name,
             SeasonalRate.from_dict(d["rate"], policy.seasonal_half_life_h, policy.seasonal_prior_hours),
@@ -656,6 +688,6 @@ def _restore(exchange: str, data: dict[str, Any], policy: DetectionPolicy) -> Ex
         c.pending_ids = set(d["ids"])
         c.tainted = d["tainted"]
         c.drop, c.drop_payouts = d["drop"]
-        c.incident = incident(d["incident"])
+        c.incident = _restore_incident(d["incident"])
         ex.chains[name] = c
     return ex

@@ -258,6 +258,55 @@ def test_state_survives_export_and_restore_mid_outage(detector):
     assert [(e.state, e.outage_id) for e in resolved] == [(OutageState.RESOLVED, opened[-1].outage_id)]
 
 
+def test_state_saved_in_parts_restores_the_same_decisions_as_the_whole(detector):
+    """The worker saves an exchange-wide part and one part per chain; together they are the whole state."""
+    sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
+    sim.run(12 * HOUR)
+    opened = [e for e in sim.run(30 * 60, halted({"okx"})) if isinstance(e, OutageEvent)]
+    assert opened and opened[-1].state is OutageState.OPEN
+    whole = orjson.loads(orjson.dumps(detector.export("okx")))
+    part = orjson.loads(orjson.dumps(detector.export_exchange("okx")))
+    chains = {c: orjson.loads(orjson.dumps(detector.export_chain("okx", c))) for c in part["chain_names"]}
+    assert part["chain_names"] == ["ethereum", "tron"]
+    assert {**part, "chains": chains} == whole
+    assert detector.export_chain("okx", "solana") == {} and detector.export_exchange("kraken") == {}
+    fresh = OutageDetector(detector.policy, ManualClock(0))
+    fresh.restore_parts("okx", part, chains)
+    assert fresh.export("okx") == whole
+    sim.detector = fresh
+    assert states(sim.run(30 * 60, halted({"okx"}))) == [], "no re-emission after a restart"
+    resolved = [e for e in sim.run(HOUR) if isinstance(e, OutageEvent)]
+    assert [(e.state, e.outage_id) for e in resolved] == [(OutageState.RESOLVED, opened[-1].outage_id)]
+
+
+def test_a_state_saved_with_hour_arrays_as_numbers_still_restores(detector):
+    """States written before the arrays were packed as bytes hold them as JSON numbers."""
+    sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 300})
+    sim.run(30 * HOUR)
+    whole = orjson.loads(orjson.dumps(detector.export("okx")))
+    rate = whole["chains"]["ethereum"]["rate"]
+    assert isinstance(rate["ew"], str), "arrays are packed"
+    fresh = OutageDetector(detector.policy, ManualClock(0))
+    fresh.restore("okx", whole)
+    unpacked = fresh.exchanges_["okx"].chains["ethereum"].rate
+    as_numbers = dict(rate, ew=list(unpacked.events_w), xw=list(unpacked.exposure_w))
+    old = dict(whole, chains={"ethereum": dict(whole["chains"]["ethereum"], rate=as_numbers)})
+    older = OutageDetector(detector.policy, ManualClock(0))
+    older.restore("okx", orjson.loads(orjson.dumps(old)))
+    assert older.export("okx") == whole
+    assert sum(unpacked.exposure_w) > 0
+    assert list(unpacked.events_w) == list(detector.exchanges_["okx"].chains["ethereum"].rate.events_w)
+
+
+def test_a_truncated_hour_array_is_refused(detector):
+    sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 300})
+    sim.run(2 * HOUR)
+    whole = orjson.loads(orjson.dumps(detector.export("okx")))
+    whole["chains"]["ethereum"]["rate"]["ew"] = whole["chains"]["ethereum"]["rate"]["ew"][:-32]  # 3 of 168 doubles
+    with pytest.raises(ValueError, match="hour-of-week array"):
+        OutageDetector(detector.policy, ManualClock(0)).restore("okx", whole)
+
+
 def test_correlated_halts_of_three_exchanges_are_grouped_with_their_common_cause():
     metadata = {ex: {"provider": "alibaba-cloud", "region": "cn-hongkong"} for ex in ("okx", "kucoin", "gate")}
     metadata["gate"] = {"provider": "alibaba-cloud", "region": "ap-southeast-1"}

@@ -1,0 +1,168 @@
+"""The worker keeps detector state in parts, and takes over a state saved whole by an earlier version.
+
+The state table holds one exchange-wide part per exchange (under the exchange's name, the key a whole
+state had before) and one part per (exchange, chain). A deployment that upgrades finds whole states in
+the changelog: the worker must read them, carry on from them, and write them back in parts, so that a
+restart after the upgrade still finds every chain.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from connectors.publisher import ensure_topics
+from haltwatch.local import PipelineProcesses
+from schemas.codec import encode
+from schemas.records import ChainHead, Direction, TransferEvent
+from streams.app import part_key
+from streams.detection import DetectionPolicy, ManualClock, OutageDetector
+from streams.kafka_topics import TopicSpec, declare_topics
+
+PARTITIONS = 2
+EXCHANGE_PARTITION = 1
+CHAINS = ("alpha", "beta")
+T0 = 1_767_225_600
+BLOCK_S = 12
+
+
+@dataclass
+class Trace:
+    """Synthetic blocks of two chains: the exchange pays out in every other block of each."""
+
+    def head(self, chain: str, n: int) -> ChainHead:
+        t = T0 + n * BLOCK_S
+        return ChainHead(chain, n, self.hash(chain, n), self.hash(chain, n - 1), t, float(t))
+
+    @staticmethod
+    def hash(chain: str, n: int) -> str:
+        return f"0x{chain}{n:08d}"
+
+    def withdrawal(self, chain: str, n: int) -> TransferEvent:
+        return TransferEvent(
+            chain=chain, block_number=n, block_hash=self.hash(chain, n), block_time=T0 + n * BLOCK_S,
+            tx_hash=f"0x{chain}tx{n:08d}", log_index=0, asset="native", amount="1", decimals=18,
+            from_address="0xhot", to_address="0xuser", exchange="okx", direction=Direction.WITHDRAWAL,
+        )
+
+    def blocks(self, first: int, last: int) -> list[TransferEvent | ChainHead]:
+        out: list[TransferEvent | ChainHead] = []
+        for n in range(first, last + 1):
+            for chain in CHAINS:
+                if n % 2 == 0:
+                    out.append(self.withdrawal(chain, n))
+                out.append(self.head(chain, n))
+        return out
+
+
+def whole_state_as_saved_before(trace: Trace, last_block: int) -> dict:
+    """What an earlier worker saved for okx after ``last_block``: the whole state, hour arrays as numbers."""
+    detector = OutageDetector(DetectionPolicy(), ManualClock(0), correlate=False)
+    for record in trace.blocks(1, last_block):
+        if isinstance(record, TransferEvent):
+            detector.on_transfer(record)
+        else:
+            detector.on_head(record)
+    state = detector.export("okx")
+    del state["chain_names"]
+    for name, chain in state["chains"].items():
+        rate = detector.exchanges_["okx"].chains[name].rate
+        chain["rate"]["ew"], chain["rate"]["xw"] = list(rate.events_w), list(rate.exposure_w)
+    return {"partition": EXCHANGE_PARTITION, "state": state}
+
+
+def publish(kafka: str, topic: str, records: list[TransferEvent | ChainHead]) -> None:
+    producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
+    try:
+        for record in records:
+            if isinstance(record, ChainHead):  # every partition, as the connectors write heads
+                for p in range(PARTITIONS):
+                    producer.send(topic, key=record.chain.encode(), value=encode(record), partition=p)
+            else:
+                producer.send(topic, key=b"okx", value=encode(record), partition=EXCHANGE_PARTITION)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def changelog(kafka: str, topic: str) -> dict[str, dict]:
+    """The latest value of every key in the state table's changelog."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        latest: dict[str, dict] = {}
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                for r in records:
+                    latest[orjson.loads(r.key)] = orjson.loads(r.value)
+        return latest
+    finally:
+        consumer.close()
+
+
+def okx_rows(pipeline: PipelineProcesses, head: int, timeout_s: float = 60.0) -> dict[str, dict]:
+    """/detector's rows for okx once both chains' heads reached ``head``."""
+    deadline = time.monotonic() + timeout_s
+    rows: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        rows = {r["chain"]: r for r in pipeline.api("/detector") if r["exchange"] == "okx"}
+        if set(rows) == set(CHAINS) and all(r["head_number"] >= head for r in rows.values()):
+            return rows
+        time.sleep(0.5)
+    raise AssertionError(f"okx did not reach block {head}: {rows}")
+
+
+def test_a_whole_state_is_carried_on_and_rewritten_in_parts(kafka, tmp_path):
+    trace = Trace()
+    pipeline = PipelineProcesses(tmp_path / "run", kafka, "ws://127.0.0.1:1", tmp_path / "labels.toml",
+                                 f"parts{int(time.time() * 1000)}", partitions=PARTITIONS)
+    ensure_topics(kafka, pipeline.topics, PARTITIONS)
+    table_topic = f"{pipeline.app_id}-detector-state-changelog"
+    assert declare_topics(kafka, [TopicSpec(table_topic, PARTITIONS, compacted=True)])
+    old = whole_state_as_saved_before(trace, 300)
+    producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
+    # Faust writes a table's keys as JSON
+    producer.send(table_topic, key=orjson.dumps("okx"), value=orjson.dumps(old), partition=EXCHANGE_PARTITION)
+    producer.flush()
+    producer.close()
+    saved_withdrawals = {name: c["n"][0] for name, c in old["state"]["chains"].items()}
+    assert saved_withdrawals == {"alpha": 150, "beta": 150}
+
+    try:
+        publish(kafka, pipeline.topics.transfers, trace.blocks(301, 340))
+        pipeline.start_worker()
+        pipeline.wait_worker_ready()
+        rows = okx_rows(pipeline, 340)
+        for chain in CHAINS:  # carried on from the whole state: 20 more payouts each, not 20 from scratch
+            assert rows[chain]["withdrawals_seen"] == saved_withdrawals[chain] + 20, rows
+
+        deadline = time.monotonic() + 30  # the batch's parts are sent after /detector already shows it
+        while True:
+            stored = changelog(kafka, table_topic)
+            done = [stored.get(part_key("okx", c), {}).get("state", {}).get("n", [0])[0] for c in CHAINS]
+            if done == [saved_withdrawals[c] + 20 for c in CHAINS] or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert "chains" not in stored["okx"]["state"], "the exchange's key now holds its exchange-wide part"
+        assert stored["okx"]["state"]["chain_names"] == list(CHAINS)
+        for chain in CHAINS:
+            part = stored[part_key("okx", chain)]
+            assert (part["exchange"], part["chain"], part["partition"]) == ("okx", chain, EXCHANGE_PARTITION)
+            assert part["state"]["n"][0] == saved_withdrawals[chain] + 20
+            assert isinstance(part["state"]["rate"]["ew"], str), "hour arrays are packed"
+
+        pipeline.kill("worker")  # no clean shutdown: only what the changelog holds survives
+        publish(kafka, pipeline.topics.transfers, trace.blocks(341, 350))
+        pipeline.start_worker()
+        pipeline.wait_worker_ready()
+        rows = okx_rows(pipeline, 350)
+        for chain in CHAINS:
+            assert rows[chain]["withdrawals_seen"] == saved_withdrawals[chain] + 25, rows
+    finally:
+        pipeline.stop()
