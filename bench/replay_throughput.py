@@ -1,4 +1,4 @@
-"""Replay throughput, worker memory and scale-out: ``python -m bench.replay_throughput``.
+"""Replay throughput, Faust's own ceiling, worker memory and scale-out: ``python -m bench.replay_throughput``.
 
 One command prints everything. It starts its own Kafka (``infra/kafka.sh``) and ClickHouse server
 (``infra/clickhouse.sh``, Debian's 18.16) on free ports, writes one transfers topic of 1,000 exchanges x 10
@@ -6,6 +6,13 @@ chains (:mod:`bench.replay_topic`) under two topic prefixes (identical copies: t
 is named after its prefix, so each run needs its own), then measures on this machine:
 
 - **raw**: an ``aiokafka`` consumer reading the whole transfers topic from the earliest offset, nothing else;
+- **faust alone** (:mod:`bench.faust_ceiling`, each in its own process and consumer group, on the first
+  copy): a Faust app whose only agent consumes the topic the way the worker's ``detect`` agent does
+  (``take_events``, same batch and window) and does nothing with the events (**no-op**), then the same
+  agent running the validating decode on every value (**+ decode**). With one Kafka record per event,
+  the no-op rate is the ceiling of any Faust pipeline on this machine. It is measured in the same run, under
+  the same load, to separate what the framework costs from what haltwatch's agents cost: raw → no-op is
+  Faust's share, no-op → pipeline haltwatch's. ``--skip-ceiling`` leaves it out;
 - **pipeline, 1 worker**: the real worker (``python -m haltwatch worker``, the environment ``haltwatch demo``
   gives it) from its first consumed event until its group's committed offsets reach the end of every
   partition *and* ClickHouse holds every transfer row. Committed offsets cover every agent on the topic
@@ -13,7 +20,8 @@ is named after its prefix, so each run needs its own), then measures on this mac
 - the worker's resident memory at the end (VmRSS, and the peak VmHWM), with every exchange's state loaded;
 - **pipeline, 2 workers** on the second copy: throughput, and whether the outage decisions are the same.
 
-The figures depend on the machine's load: ``uptime`` is printed beside them.
+The figures depend on the machine's load: the load averages (``/proc/loadavg``) are printed beside them, and
+the CPU seconds the measured processes used, which depend on it much less.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import asyncio
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,11 +40,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from clickhouse_driver import Client
 from kafka import KafkaConsumer
 from kafka import TopicPartition as SyncPartition
 
+from bench.faust_ceiling import MODES, RESULT
 from bench.replay_topic import ReplayPlan, produce
 from connectors.publisher import ensure_topics
 from haltwatch.local import PipelineProcesses, free_port, infra
@@ -85,6 +96,60 @@ async def raw_consume(kafka: str, topic: str, ends: dict[int, int]) -> tuple[int
         return count, time.perf_counter() - (started or time.perf_counter())
     finally:
         await consumer.stop()
+
+
+@dataclass
+class CeilingRun:
+    """One :mod:`bench.faust_ceiling` run: what Faust alone moved."""
+
+    mode: str
+    records: int
+    seconds: float
+    cpu_s: float
+    load: str
+    """``/proc/loadavg`` when it ended."""
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+
+CEILING_LABELS = {"noop": "faust alone, no-op take_events agent", "decode": "faust alone + validating decode"}
+
+
+def run_ceiling(kafka: str, topic: str, partitions: int, expect: int, mode: str, app_id: str, work: Path,
+                timeout_s: float) -> CeilingRun:
+    """Run ``python -m bench.faust_ceiling`` in its own process (its log is ``work/<app_id>.log``)."""
+    if app_id.endswith(("-worker", "-store")):
+        raise ValueError(f"{app_id} could be a worker's consumer group")
+    log_path = work / f"{app_id}.log"
+    args = [sys.executable, "-m", "bench.faust_ceiling", "--kafka", kafka, "--topic", topic, "--partitions",
+            str(partitions), "--expect", str(expect), "--mode", mode, "--app-id", app_id]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, cwd=Path(__file__).resolve().parents[1],
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise TimeoutError(f"faust {mode} did not read {expect:,} records in {timeout_s} s; "
+                               f"see {log_path}") from None
+    ended = load()
+    lines = [line.partition(RESULT)[2] for line in out.decode(errors="replace").splitlines() if RESULT in line]
+    if not lines:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+        raise RuntimeError(f"faust {mode} exited with {proc.returncode} and no result; {log_path} ends:\n{tail}")
+    result = orjson.loads(lines[-1])
+    if result.get("bad"):
+        say(f"  faust {mode}: {result['bad']:,} records did not decode")
+    return CeilingRun(mode, result["records"], result["seconds"], result["cpu_s"], ended)
+
+
+def describe_ceiling(run: CeilingRun, raw_rate: float) -> None:
+    say(f"{CEILING_LABELS[run.mode]}: {run.records:,} records in {run.seconds:.1f} s = {run.rate:,.0f} events/s "
+        f"({run.rate / raw_rate:.3f} of raw), CPU {run.cpu_s:.1f} s = "
+        f"{run.records / max(run.cpu_s, 1e-9):,.0f} events per CPU-second; load {run.load}")
 
 
 def committed(kafka: str, group: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
@@ -203,9 +268,10 @@ def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messa
         client.disconnect()
 
 
-def describe(run: PipelineRun, raw_rate: float) -> None:
+def describe(run: PipelineRun, raw_rate: float, ceiling_rate: float | None) -> None:
+    ceiling = f", {run.rate / ceiling_rate:.2f} of the Faust no-op ceiling" if ceiling_rate else ""
     say(f"pipeline, {run.workers} worker(s): {run.events:,} events in {run.seconds:.1f} s = {run.rate:,.0f} events/s "
-        f"({run.rate / raw_rate:.2f} of raw; worker start-up before the first event {run.startup_s:.1f} s); "
+        f"({run.rate / raw_rate:.2f} of raw{ceiling}; worker start-up before the first event {run.startup_s:.1f} s); "
         f"load {load()}")
     say(f"  worker CPU: {run.cpu_s:.1f} s = {run.events / max(run.cpu_s, 1e-9):,.0f} events per CPU-second "
         "(wall-time rates depend on the machine's other load; this one much less)")
@@ -225,7 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=200, help="blocks per chain (30 s of chain time each)")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--skip-two", action="store_true", help="skip the two-worker run")
+    parser.add_argument("--skip-ceiling", action="store_true", help="skip the Faust-alone runs (bench.faust_ceiling)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for one pipeline run")
+    parser.add_argument("--ceiling-timeout", type=float, default=900.0, help="seconds allowed for one Faust-alone run")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (worker logs)")
     args = parser.parse_args(argv)
     plan = ReplayPlan(exchanges=args.exchanges, chains=args.chains, blocks=args.blocks)
@@ -257,16 +325,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({', '.join(sorted(plan.halting))}), blocks {plan.halt_from}.."
                 f"{plan.halt_from + plan.halt_blocks - 1}")
             topic = Topics(prefixes[0]).transfers
-            count, seconds = asyncio.run(raw_consume(kafka, topic, end_offsets(kafka, topic)))
+            ends = end_offsets(kafka, topic)
+            count, seconds = asyncio.run(raw_consume(kafka, topic, ends))
             raw_rate = count / seconds
             say(f"raw aiokafka consume: {count:,} records in {seconds:.1f} s = {raw_rate:,.0f} events/s; load {load()}")
+            ceiling_rate: float | None = None
+            if not args.skip_ceiling:
+                for mode in MODES:  # own consumer groups, never the pipeline's {prefix}-worker
+                    ceiling = run_ceiling(kafka, topic, args.partitions, sum(ends.values()), mode,
+                                          f"{prefixes[0]}-faust-ceiling-{mode}", work, args.ceiling_timeout)
+                    describe_ceiling(ceiling, raw_rate)
+                    if mode == "noop":
+                        ceiling_rate = ceiling.rate
             one = run_pipeline(kafka, clickhouse, prefixes[0], produced.transfers, produced.messages, args.partitions,
                                1, work, args.timeout)
-            describe(one, raw_rate)
+            describe(one, raw_rate, ceiling_rate)
             if not args.skip_two:
                 two = run_pipeline(kafka, clickhouse, prefixes[1], produced.transfers, produced.messages,
                                    args.partitions, 2, work, args.timeout)
-                describe(two, raw_rate)
+                describe(two, raw_rate, ceiling_rate)
                 a, b = one.decisions(), two.decisions()
                 verdict = "the same" if a == b else f"DIFFERENT: {len(a - b)} only with one, {len(b - a)} only with two"
                 say(f"outage decisions, 1 vs 2 workers: {len(a)} vs {len(b)}, {verdict}")
