@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -85,12 +86,21 @@ def create_app(kafka: str, topic: str, partitions: int, app_id: str, datadir: st
                         bad += 1
             if records >= expect:
                 result = {"mode": mode, "records": records, "seconds": time.perf_counter() - started,
-                          "cpu_s": time.process_time() - cpu_started, "bad": bad, "app_id": app_id}
+                          "cpu_s": time.process_time() - cpu_started, "bad": bad, "app_id": app_id,
+                          "peak_mb": peak_mb()}
                 print(RESULT + orjson.dumps(result).decode(), flush=True)
                 os.kill(os.getpid(), signal.SIGTERM)  # the worker's own graceful shutdown
             yield None
 
     return app
+
+
+def peak_mb() -> float:
+    """This process's VmHWM in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

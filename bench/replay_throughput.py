@@ -2,8 +2,8 @@
 
 One command prints everything. It starts its own Kafka (``infra/kafka.sh``) and ClickHouse server
 (``infra/clickhouse.sh``, Debian's 18.16) on free ports, writes one transfers topic of 1,000 exchanges x 10
-chains (:mod:`bench.replay_topic`) under two topic prefixes (identical copies: the worker's consumer group
-is named after its prefix, so each run needs its own), then measures on this machine:
+chains (:mod:`bench.replay_topic`) under one topic prefix per pipeline run (identical copies: the workers'
+consumer groups are named after their prefix, so each run needs its own), then measures on this machine:
 
 - **raw**: an ``aiokafka`` consumer reading the whole transfers topic from the earliest offset, nothing else;
 - **faust alone** (:mod:`bench.faust_ceiling`, each in its own process and consumer group, on the first
@@ -13,12 +13,16 @@ is named after its prefix, so each run needs its own), then measures on this mac
   the no-op rate is the ceiling of any Faust pipeline on this machine. It is measured in the same run, under
   the same load, to separate what the framework costs from what haltwatch's agents cost: raw → no-op is
   Faust's share, no-op → pipeline haltwatch's. ``--skip-ceiling`` leaves it out;
-- **pipeline, 1 worker**: the real worker (``python -m haltwatch worker``, the environment ``haltwatch demo``
-  gives it) from its first consumed event until its group's committed offsets reach the end of every
-  partition *and* ClickHouse holds every transfer row. Committed offsets cover every agent on the topic
-  (``detect`` and the transfers sink), because a message is committed only when all of them acked it;
-- the worker's resident memory at the end (VmRSS, and the peak VmHWM), with every exchange's state loaded;
-- **pipeline, 2 workers** on the second copy: throughput, and whether the outage decisions are the same.
+- **pipeline** (``--layouts``, each on its own copy): the real workers (``python -m haltwatch worker``, the
+  environment ``haltwatch demo`` gives them) from the first consumed event until their groups' committed
+  offsets reach the end of every partition *and* ClickHouse holds every transfer row. Committed offsets
+  cover every agent of a group on the topic (with ``--role all``, ``detect`` and the transfers sink),
+  because a message is committed only when all of them acked it. Layouts: ``one`` worker with ``--role
+  all``; ``two`` such workers sharing the partitions; ``split``, a ``--role detect`` and a ``--role store``
+  worker, the layout docker-compose runs (two consumer groups, so one process per core here);
+- each worker's resident memory at the end (VmRSS, and the peak VmHWM), with every exchange's state loaded
+  in the detecting workers;
+- whether every later layout made the same outage decisions as the first.
 
 The figures depend on the machine's load: the load averages (``/proc/loadavg``) are printed beside them, and
 the CPU seconds the measured processes used, which depend on it much less.
@@ -108,6 +112,8 @@ class CeilingRun:
     cpu_s: float
     load: str
     """``/proc/loadavg`` when it ended."""
+    peak_mb: float = 0.0
+    """The process's VmHWM: what Faust alone holds, against which the worker's memory reads."""
 
     @property
     def rate(self) -> float:
@@ -143,13 +149,14 @@ def run_ceiling(kafka: str, topic: str, partitions: int, expect: int, mode: str,
     result = orjson.loads(lines[-1])
     if result.get("bad"):
         say(f"  faust {mode}: {result['bad']:,} records did not decode")
-    return CeilingRun(mode, result["records"], result["seconds"], result["cpu_s"], ended)
+    return CeilingRun(mode, result["records"], result["seconds"], result["cpu_s"], ended, result.get("peak_mb", 0.0))
 
 
 def describe_ceiling(run: CeilingRun, raw_rate: float) -> None:
     say(f"{CEILING_LABELS[run.mode]}: {run.records:,} records in {run.seconds:.1f} s = {run.rate:,.0f} events/s "
         f"({run.rate / raw_rate:.3f} of raw), CPU {run.cpu_s:.1f} s = "
-        f"{run.records / max(run.cpu_s, 1e-9):,.0f} events per CPU-second; load {run.load}")
+        f"{run.records / max(run.cpu_s, 1e-9):,.0f} events per CPU-second, peak VmHWM {run.peak_mb:.0f} MB; "
+        f"load {run.load}")
 
 
 def committed(kafka: str, group: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
@@ -200,14 +207,38 @@ def outages(kafka: str, topics: Topics) -> list[OutageEvent]:
         consumer.close()
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Which workers a pipeline run starts: (name, ``--role``) per process."""
+
+    key: str
+    title: str
+    members: tuple[tuple[str, str], ...]
+
+    @property
+    def groups(self) -> list[str]:
+        """Consumer-group suffixes whose committed offsets must reach the end (see ``haltwatch worker``)."""
+        roles = {role for _, role in self.members}
+        return (["worker"] if roles & {"all", "detect"} else []) + (["store"] if "store" in roles else [])
+
+
+LAYOUTS = {
+    "one": Layout("one", "1 worker (--role all)", (("worker", "all"),)),
+    "two": Layout("two", "2 workers (--role all)", (("worker", "all"), ("worker2", "all"))),
+    "split": Layout("split", "detect + store workers (--role detect, --role store: docker-compose's layout)",
+                    (("worker", "detect"), ("store", "store"))),
+}
+
+
 @dataclass
 class PipelineRun:
-    workers: int
+    layout: Layout
     seconds: float
     events: int
     startup_s: float
     outages: list[OutageEvent]
     memory_mb: list[tuple[float, float]] = field(default_factory=list)
+    """(VmRSS, VmHWM) per member of the layout, in its order."""
     cpu_s: float = 0.0
     """CPU seconds the worker processes used between the first event and the end."""
 
@@ -221,33 +252,37 @@ class PipelineRun:
 
 
 def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messages: int, partitions: int,
-                 workers: int, work: Path, timeout_s: float) -> PipelineRun:
+                 layout: Layout, work: Path, timeout_s: float) -> PipelineRun:
     topics = Topics(prefix)
     database = prefix.replace("-", "_")
     url = f"clickhouse://{clickhouse}/{database}"
-    procs = [PipelineProcesses(work / f"{prefix}-{i}", kafka, "ws://unused", work / "unused.toml", prefix,
-                               clickhouse_url=url, partitions=partitions) for i in range(workers)]
+    pipeline = PipelineProcesses(work / prefix, kafka, "ws://unused", work / "unused.toml", prefix,
+                                 clickhouse_url=url, partitions=partitions)
     client = Client.from_url(url.replace(f"/{database}", "/default"))
     ends = end_offsets(kafka, topics.transfers)
     spawned = time.perf_counter()
-    for p in procs:
-        p.start_worker()
+    for name, role in layout.members:
+        pipeline.start_worker(name, role)
+    ports = [pipeline.worker_ports[name] for name, _ in layout.members]
+
+    def pids() -> list[int]:
+        return [pipeline.procs[name].pid for name, _ in layout.members]
+
     try:
         first: float | None = None
         cpu_first = 0.0
         deadline = spawned + timeout_s
         while time.perf_counter() < deadline:
-            for p in procs:
-                p.check_alive()
+            pipeline.check_alive()
             if first is None:
-                if any(events_seen(p.web_port) > 0 for p in procs):
+                if any(events_seen(port) > 0 for port in ports):
                     first = time.perf_counter()
-                    cpu_first = sum(cpu_seconds(p.procs["worker"].pid) for p in procs)
+                    cpu_first = sum(cpu_seconds(pid) for pid in pids())
                 else:
                     time.sleep(0.2)
                     continue
-            done = committed(kafka, f"{prefix}-worker", topics.transfers, list(ends))
-            if all(done.get(part, 0) >= end for part, end in ends.items()):
+            done = [committed(kafka, f"{prefix}-{group}", topics.transfers, list(ends)) for group in layout.groups]
+            if all(d.get(part, 0) >= end for d in done for part, end in ends.items()):
                 try:
                     stored = client.execute(f"SELECT count() FROM {database}.transfers")[0][0]
                 except Exception:  # table not created yet
@@ -256,21 +291,20 @@ def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messa
                     break
             time.sleep(0.5)
         else:
-            raise TimeoutError(f"{workers} worker(s) did not finish {prefix} in {timeout_s} s; see {work}")
+            raise TimeoutError(f"{layout.title} did not finish {prefix} in {timeout_s} s; see {work}")
         finished = time.perf_counter()
         assert first is not None
-        cpu = sum(cpu_seconds(p.procs["worker"].pid) for p in procs) - cpu_first
-        mem = [memory(p.procs["worker"].pid) for p in procs]
-        return PipelineRun(workers, finished - first, messages, first - spawned, outages(kafka, topics), mem, cpu)
+        cpu = sum(cpu_seconds(pid) for pid in pids()) - cpu_first
+        mem = [memory(pid) for pid in pids()]
+        return PipelineRun(layout, finished - first, messages, first - spawned, outages(kafka, topics), mem, cpu)
     finally:
-        for p in procs:
-            p.stop()
+        pipeline.stop()
         client.disconnect()
 
 
 def describe(run: PipelineRun, raw_rate: float, ceiling_rate: float | None) -> None:
     ceiling = f", {run.rate / ceiling_rate:.2f} of the Faust no-op ceiling" if ceiling_rate else ""
-    say(f"pipeline, {run.workers} worker(s): {run.events:,} events in {run.seconds:.1f} s = {run.rate:,.0f} events/s "
+    say(f"pipeline, {run.layout.title}: {run.events:,} events in {run.seconds:.1f} s = {run.rate:,.0f} events/s "
         f"({run.rate / raw_rate:.2f} of raw{ceiling}; worker start-up before the first event {run.startup_s:.1f} s); "
         f"load {load()}")
     say(f"  worker CPU: {run.cpu_s:.1f} s = {run.events / max(run.cpu_s, 1e-9):,.0f} events per CPU-second "
@@ -280,8 +314,8 @@ def describe(run: PipelineRun, raw_rate: float, ceiling_rate: float | None) -> N
         states[o.state.value] = states.get(o.state.value, 0) + 1
     exchanges = sorted({o.exchange for o in run.outages})
     say(f"  outage events: {len(run.outages)} {states}; exchanges: {', '.join(exchanges) or '-'}")
-    for i, (rss, hwm) in enumerate(run.memory_mb):
-        say(f"  worker {i} memory at the end: VmRSS {rss:.0f} MB, peak VmHWM {hwm:.0f} MB")
+    for (name, role), (rss, hwm) in zip(run.layout.members, run.memory_mb, strict=True):
+        say(f"  {name} (--role {role}) memory at the end: VmRSS {rss:.0f} MB, peak VmHWM {hwm:.0f} MB")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,12 +324,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chains", type=int, default=10)
     parser.add_argument("--blocks", type=int, default=200, help="blocks per chain (30 s of chain time each)")
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--skip-two", action="store_true", help="skip the two-worker run")
+    parser.add_argument("--layouts", default="one,two,split",
+                        help=f"pipeline runs, comma-separated, each on its own copy of the topic: {', '.join(LAYOUTS)}")
     parser.add_argument("--skip-ceiling", action="store_true", help="skip the Faust-alone runs (bench.faust_ceiling)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for one pipeline run")
     parser.add_argument("--ceiling-timeout", type=float, default=900.0, help="seconds allowed for one Faust-alone run")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (worker logs)")
     args = parser.parse_args(argv)
+    layouts = [LAYOUTS[key] for key in args.layouts.split(",") if key]
+    if not layouts or any(key not in LAYOUTS for key in args.layouts.split(",") if key):
+        parser.error(f"--layouts: choose from {', '.join(LAYOUTS)}")
     plan = ReplayPlan(exchanges=args.exchanges, chains=args.chains, blocks=args.blocks)
     kafka_port, ch_port = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="haltwatch-replay-"))
@@ -309,9 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         infra("clickhouse", "start", ch_env)
         try:
-            prefixes = [f"replay{int(time.time())}-one", f"replay{int(time.time())}-two"]
-            if args.skip_two:
-                prefixes = prefixes[:1]
+            stamp = int(time.time())
+            prefixes = [f"replay{stamp}-{layout.key}" for layout in layouts]
             for prefix in prefixes:
                 ensure_topics(kafka, Topics(prefix), args.partitions)
             started = time.perf_counter()
@@ -337,19 +374,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     describe_ceiling(ceiling, raw_rate)
                     if mode == "noop":
                         ceiling_rate = ceiling.rate
-            one = run_pipeline(kafka, clickhouse, prefixes[0], produced.transfers, produced.messages, args.partitions,
-                               1, work, args.timeout)
-            describe(one, raw_rate, ceiling_rate)
-            if not args.skip_two:
-                two = run_pipeline(kafka, clickhouse, prefixes[1], produced.transfers, produced.messages,
-                                   args.partitions, 2, work, args.timeout)
-                describe(two, raw_rate, ceiling_rate)
-                a, b = one.decisions(), two.decisions()
-                verdict = "the same" if a == b else f"DIFFERENT: {len(a - b)} only with one, {len(b - a)} only with two"
-                say(f"outage decisions, 1 vs 2 workers: {len(a)} vs {len(b)}, {verdict}")
-                if a != b:
-                    for d in sorted(a ^ b)[:20]:
-                        say(f"  {'one' if d in a else 'two'} only: {d}")
+            runs = []
+            for layout, prefix in zip(layouts, prefixes, strict=True):
+                run = run_pipeline(kafka, clickhouse, prefix, produced.transfers, produced.messages,
+                                   args.partitions, layout, work, args.timeout)
+                describe(run, raw_rate, ceiling_rate)
+                runs.append(run)
+            first_run = runs[0]
+            for other in runs[1:]:
+                a, b = first_run.decisions(), other.decisions()
+                verdict = "the same" if a == b else f"DIFFERENT: {len(a - b)} only in one, {len(b - a)} only in another"
+                say(f"outage decisions, {first_run.layout.key} vs {other.layout.key}: {len(a)} vs {len(b)}, {verdict}")
+                for d in sorted(a ^ b)[:20]:
+                    say(f"  {first_run.layout.key if d in a else other.layout.key} only: {d}")
         finally:
             infra("clickhouse", "stop", ch_env)
     finally:
