@@ -70,14 +70,15 @@ def _check_for(annotation: Any, name: str) -> tuple[Check, bool]:
 
         return dict_of, False
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):
-        enum_type = annotation
+        # a dict lookup, not ``enum_type(value)``: the enum call was a visible share of decoding a transfer
+        members: dict[Any, Any] = {m.value: m for m in annotation}
+        choices = list(members)
 
         def enum(value: Any) -> Any:
-            try:
-                return enum_type(value)
-            except ValueError:
-                allowed = [m.value for m in enum_type]
-                raise SchemaError(f"{name}: expected one of {allowed}, got {value!r}") from None
+            member = members.get(value) if isinstance(value, str) else None
+            if member is None:
+                raise SchemaError(f"{name}: expected one of {choices}, got {value!r}")
+            return member
 
         return enum, False
     if annotation is bool:

@@ -108,3 +108,13 @@ def test_decode_as_insists_on_type():
     with pytest.raises(SchemaError, match="expected outage"):
         decode_as(encode(HEAD), OutageEvent)
     assert decode_as(encode(OUTAGE), OutageEvent).duration_s == 2
+
+
+@pytest.mark.parametrize("value", ["sideways", "WITHDRAWAL", 1, None, ["withdrawal"], {"v": "withdrawal"}])
+def test_an_enum_field_takes_only_its_values(value):
+    bad = json.loads(encode(TRANSFER))
+    bad["direction"] = value
+    with pytest.raises(SchemaError, match=r"direction: expected one of \['withdrawal', 'deposit', 'internal'\]"):
+        decode(json.dumps(bad))
+    good = decode(encode(TRANSFER))
+    assert good.direction is Direction.WITHDRAWAL
