@@ -19,6 +19,18 @@ reached the server before the connection broke drops what already arrived. Rows 
 may have reached ``transfers`` without reaching the view (a server killed mid-insert), so the minutes of
 any batch found already stored are repaired from ``transfers`` afterwards (``streams/store/summary.py``).
 
+The lookup asks for the batch's own transactions only. Its time spans alone (what the table's index
+narrows by) hold every transfer their exchanges made in that time, mostly stored by earlier batches: in a
+replay of a thousand exchanges, thousands of rows per batch, whose reading cost the worker more CPU than
+the rest of the check and which kept every batch off the fast path for one with nothing stored. A
+transaction is named by the first ``TX_PREFIX`` characters of its hash, a quarter of the text of the
+whole hash: text is what the lookup costs the worker (clickhouse-driver escapes parameters character by
+character in Python and inlines them into the query), and a transfer of another transaction sharing the
+prefix merely comes along. 18.16 caps that text at ``max_query_size`` (262144 bytes), so a large batch is
+looked up in several queries, each measured to stay under ``max_query_bytes``. The prefixes go in as one
+comma-joined string, split on the server: one literal parses far faster than thousands (5,000 parameters
+cost chdb ~85 ms a query), and 18.16 takes neither an array parameter nor an array after ``IN``.
+
 It relies on the transfer's versions being comparable: every event of one exchange comes through one
 Kafka partition (the topic is keyed by exchange), so its offsets grow. Adding partitions moves
 exchanges to partitions whose offsets start lower; the stored versions then win (as they do in FINAL).
@@ -27,6 +39,7 @@ exchanges to partitions whose offsets start lower; the stored versions then win 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +52,12 @@ log = logging.getLogger(__name__)
 KEY = ("exchange", "chain", "block_hash", "tx_hash", "log_index")
 """Identity of one transfer (block_time follows from block_hash)."""
 Key = tuple[Any, ...]
+TX_PREFIX = 16
+"""Characters of a tx hash the lookup compares (14 random hex digits after an EVM hash's 0x)."""
+TX_SEPARATOR = ","
+"""Joins the batch's tx hash prefixes into the lookup's one string parameter (no chain's hashes hold it)."""
+_ESCAPED = "\b\f\r\n\t\0\a\v\\'"
+"""Characters clickhouse-driver writes as two when it inlines a string parameter."""
 
 
 class TransferDedup:
@@ -46,7 +65,8 @@ class TransferDedup:
 
     table = "transfers"
 
-    def __init__(self, cluster_gap_s: int = 3600, one_range_s: int = 6 * 3600, max_ranges: int = 200) -> None:
+    def __init__(self, cluster_gap_s: int = 3600, one_range_s: int = 6 * 3600, max_ranges: int = 200,
+                 max_query_bytes: int = 200_000) -> None:
         self.cluster_gap_s = cluster_gap_s
         """Block times of one exchange closer than this are looked up as one range."""
         self.one_range_s = one_range_s
@@ -55,6 +75,9 @@ class TransferDedup:
         only a batch mixing distant times (a backfill next to live data) is split per exchange."""
         self.max_ranges = max_ranges
         """Ranges per lookup query (keeps the query text small for old servers' max_query_size)."""
+        self.max_query_bytes = max_query_bytes
+        """Longest lookup query text, parameters inlined as clickhouse-driver sends them: the batch's
+        transactions are split over as many queries as this needs (18.16 refuses more than 262144 bytes)."""
         self._repair: list[tuple[str, int, int]] = []
 
     def keep(self, backend: ClickHouseBackend, columns: Mapping[str, Sequence[Any]]) -> list[int] | None:
@@ -119,11 +142,15 @@ class TransferDedup:
         return spans
 
     def stored(self, backend: ClickHouseBackend, columns: Mapping[str, Sequence[Any]]) -> dict[Key, tuple[int, int]]:
-        """Newest stored (version, removed) of every transfer in the batch's time spans."""
+        """Newest stored (version, removed) of the batch's transfers.
+
+        Other transfers in its spans may come along (another log of one of its transactions, or another
+        transaction whose hash starts alike); ``keep`` only ever looks up the batch's keys: they change nothing.
+        """
         spans = self.ranges(columns)
+        chunks = [spans[start:start + self.max_ranges] for start in range(0, len(spans), self.max_ranges)]
         found: dict[Key, tuple[int, int]] = {}
-        for start in range(0, len(spans), self.max_ranges):
-            chunk = spans[start:start + self.max_ranges]
+        for chunk, prefixes in zip(chunks, _tx_prefixes_per_chunk(columns, chunks), strict=True):
             params: dict[str, Any] = {}
             by_range: dict[tuple[int, int], list[str]] = {}
             for j, (exchange, lo, hi) in enumerate(chunk):
@@ -134,14 +161,55 @@ class TransferDedup:
                 params.update({f"a{k}": lo, f"b{k}": hi})
                 terms.append(f"(block_time >= {{a{k}:UInt32}} AND block_time <= {{b{k}:UInt32}} "
                              f"AND exchange IN ({', '.join(names)}))")
-            rows = backend.query(
-                f"SELECT {', '.join(KEY)}, max(ingest_version) AS v, argMax(removed, ingest_version) AS r "
-                f"FROM {backend.database}.{self.table} WHERE {' OR '.join(terms)} GROUP BY {', '.join(KEY)}",
-                params,
-            )
-            for r in rows:
-                found[tuple(r[k] for k in KEY)] = (int(r["v"]), int(r["r"]))
+            # the spans as PREWHERE: the transaction check then reads and tests only the rows they select
+            select = (f"SELECT {', '.join(KEY)}, max(ingest_version) AS v, argMax(removed, ingest_version) AS r "
+                      f"FROM {backend.database}.{self.table} PREWHERE {' OR '.join(terms)}")
+            group = f" GROUP BY {', '.join(KEY)}"
+            if any(TX_SEPARATOR in tx for tx in prefixes):  # could not be split back out: the spans alone then
+                queries = [(select + group, params)]
+            else:
+                sql = (f"{select} WHERE substringUTF8(tx_hash, 1, {TX_PREFIX}) "
+                       f"IN (SELECT arrayJoin(splitByChar('{TX_SEPARATOR}', {{tx:String}}))){group}")
+                # an upper bound: the placeholders are counted besides the values inlined for them
+                room = self.max_query_bytes - len(sql.encode()) - sum(_inlined_bytes(e) for e, _, _ in chunk)
+                queries = [(sql, {**params, "tx": part}) for part in _parts(prefixes, max(room, 1))]
+            for query, query_params in queries:
+                for r in backend.query(query, query_params):
+                    found[tuple(r[k] for k in KEY)] = (int(r["v"]), int(r["r"]))
         return found
+
+
+def _tx_prefixes_per_chunk(columns: Mapping[str, Sequence[Any]],
+                           chunks: Sequence[Sequence[tuple[str, int, int]]]) -> list[list[str]]:
+    """The distinct tx hash prefixes of the rows each chunk of spans covers, in batch order."""
+    if len(chunks) == 1:
+        return [list(dict.fromkeys(tx[:TX_PREFIX] for tx in columns["tx_hash"]))]
+    where: dict[str, tuple[list[int], list[int]]] = {}  # exchange -> its spans' starts, their chunks
+    for c, chunk in enumerate(chunks):
+        for exchange, lo, _ in chunk:
+            starts, numbers = where.setdefault(exchange, ([], []))
+            starts.append(lo)
+            numbers.append(c)
+    prefixes: list[dict[str, None]] = [{} for _ in chunks]
+    for exchange, t, tx in zip(columns["exchange"], columns["block_time"], columns["tx_hash"], strict=True):
+        starts, numbers = where[exchange]
+        prefixes[numbers[0] if len(numbers) == 1 else numbers[bisect_right(starts, t) - 1]][tx[:TX_PREFIX]] = None
+    return [list(p) for p in prefixes]
+
+
+def _parts(prefixes: list[str], room: int) -> list[str]:
+    """``prefixes`` joined into strings of at most ``room`` bytes once inlined (or of one prefix)."""
+    text = TX_SEPARATOR.join(prefixes)
+    size = _inlined_bytes(text)
+    if size <= room or len(prefixes) == 1:
+        return [text]
+    step = -(-len(prefixes) // -(-size // room))  # as many a part as fit on average; a part too long splits again
+    return [part for start in range(0, len(prefixes), step) for part in _parts(prefixes[start:start + step], room)]
+
+
+def _inlined_bytes(value: str) -> int:
+    """Bytes of ``value`` as clickhouse-driver inlines a string parameter: quoted, some characters escaped."""
+    return len(value.encode()) + 2 + sum(map(value.count, _ESCAPED))
 
 
 def _distinct(columns: Mapping[str, Sequence[Any]], n: int) -> bool:

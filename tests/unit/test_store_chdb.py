@@ -6,6 +6,8 @@ on Debian's ClickHouse 18.16 server.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Any
 import pytest
 
 from streams.store.backend import ChdbBackend, ClickHouseBackend
-from streams.store.dedup import TransferDedup
+from streams.store.columns import transpose
+from streams.store.dedup import KEY, TransferDedup, _inlined_bytes
 from streams.store.migrate import apply_migrations
 from streams.store.queries import (
     current_status,
@@ -296,6 +299,86 @@ def case_sink_buffer_is_bounded(backend: ClickHouseBackend) -> None:
     assert s.discard() == 2 and len(s) == 0
 
 
+MAX_QUERY_SIZE = 262144
+"""ClickHouse 18.16's default max_query_size: the longest query text it parses."""
+
+
+class RecordingBackend:
+    """A backend that keeps every query it ran, with the text clickhouse-driver would send for it."""
+
+    def __init__(self, inner: ClickHouseBackend) -> None:
+        self.inner = inner
+        self.database = inner.database
+        self.sent: list[str] = []
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        from clickhouse_driver.util.escape import escape_param
+
+        values = params or {}
+        self.sent.append(re.sub(r"\{(\w+):[^}]+\}", lambda m: str(escape_param(values[m.group(1)], None)), sql))
+        return self.inner.query(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in KEY)
+
+
+def case_lookup_returns_only_the_batchs_transfers(backend: ClickHouseBackend) -> None:
+    """Many transfers of the batch's exchanges stored in its time window: only the batch's own come back."""
+    exchanges = ["okx", NASTY[0], NASTY[3]]
+    stored = [transfer(i, exchange=exchanges[i % 3]) for i in range(1200)]  # T0 .. T0 + 3h20m, interleaved
+    assert write(backend, stored) == 1200
+    # five new transfers in blocks across the window, a redelivered one, a retraction of a stored one
+    new = [{**transfer(i, exchange=exchanges[i % 3], version=5000 + i), "tx_hash": f"0xnew{i}"}
+           for i in (0, 299, 600, 901, 1199)]
+    batch = [*new, stored[450], transfer(451, exchange=exchanges[451 % 3], version=6000, removed=1)]
+    columns = transpose(batch)
+    expected = {key(stored[450]): (450, 0), key(stored[451]): (451, 0)}
+    assert TransferDedup().stored(backend, columns) == expected
+    # the same with every span in its own query and a span per stored block (a batch of distant times)
+    assert TransferDedup(one_range_s=0, cluster_gap_s=5, max_ranges=2).stored(backend, columns) == expected
+    assert TransferDedup().keep(backend, columns) == [0, 1, 2, 3, 4, 6]
+    assert write(backend, batch) == 6
+    for name in exchanges:
+        assert_view_matches_truth(backend, name)
+    assert sum(withdrawal_count(backend, name) for name in exchanges) == 1200 + 5 - 1
+
+
+def case_unusual_tx_hashes_are_still_found(backend: ClickHouseBackend) -> None:
+    """Hashes the lookup cannot list (a comma: the spans alone then) or that are not ASCII: still deduplicated."""
+    odd = [{**transfer(i), "tx_hash": f"0xtx{i},{i}"} for i in range(3)]
+    odd += [{**transfer(i), "tx_hash": name * 6} for i, name in enumerate(NASTY, start=3)]  # longer than a prefix
+    assert write(backend, [*odd, transfer(20)]) == len(odd) + 1
+    assert write(backend, [*odd, transfer(20), transfer(21)]) == 1
+    assert write(backend, [*odd[3:], transfer(22)]) == 1
+    assert raw_rows(backend, "okx") == len(odd) + 3
+    assert_view_matches_truth(backend, "okx")
+
+
+def case_large_batch_lookup_stays_under_max_query_size(backend: ClickHouseBackend) -> None:
+    """20,000 distinct tx hashes (a 340 KB list even as prefixes) are looked up in queries 18.16 can parse."""
+    exchanges = ["okx", NASTY[0], NASTY[2]]
+    n = 20_000
+    rows = [{**transfer(m, exchange=exchanges[m % 3]), "block_time": T0 + m // 4,
+             "tx_hash": "0x" + hashlib.sha256(str(m).encode()).hexdigest()} for m in range(n)]
+    assert write(backend, rows[::2]) == n // 2
+    columns = transpose(rows)
+    dedup = TransferDedup()
+    recording = RecordingBackend(backend)
+    found = dedup.stored(recording, columns)  # type: ignore[arg-type]
+    assert found == {key(r): (r["ingest_version"], 0) for r in rows[::2]}
+    assert len(recording.sent) > 1, "split to fit"
+    assert max(len(sql.encode()) for sql in recording.sent) <= dedup.max_query_bytes < MAX_QUERY_SIZE
+    assert sum(sql.count("0x") for sql in recording.sent) == n, "each transaction asked for once"
+    assert dedup.keep(backend, columns) == list(range(1, n, 2))
+    assert write(backend, rows) == n // 2
+    assert raw_rows(backend, NASTY[0]) == len(range(1, n, 3))
+    assert_view_matches_truth(backend, "okx")
+
+
 CASES = [
     case_insert_then_redelivery_adds_nothing,
     case_reorg_retraction_and_flip_back,
@@ -306,6 +389,9 @@ CASES = [
     case_current_status_latest_snapshot_with_chain_override,
     case_outages_latest_all_and_since,
     case_sink_buffer_is_bounded,
+    case_lookup_returns_only_the_batchs_transfers,
+    case_unusual_tx_hashes_are_still_found,
+    case_large_batch_lookup_stays_under_max_query_size,
 ]
 
 
@@ -352,3 +438,10 @@ def test_migration_counts_transfers_stored_before_the_view_existed(tmp_path):
         assert_view_matches_truth(backend, "okx")
     finally:
         backend.close()
+
+
+def test_lookup_text_is_measured_as_the_driver_inlines_it():
+    from clickhouse_driver.util.escape import escape_param
+
+    for value in [*NASTY, "0x" + "ab" * 32, "", "tab\there\nnewline\0nul", ",".join(NASTY)]:
+        assert _inlined_bytes(value) == len(escape_param(value, None).encode()), value
