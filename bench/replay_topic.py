@@ -15,6 +15,7 @@ exchanges then stop paying on every chain for ``halt_blocks`` blocks (an exchang
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +67,12 @@ class Message:
     """A chain head: sent once to every partition."""
 
 
+def tx_hash(chain: int, block: int, index: int) -> str:
+    """A transaction hash as a chain makes them: 32 bytes that look random (the transfers sink's dedup
+    lookup relies on that, see ``streams/store/dedup.py``), and always the same for the same transfer."""
+    return "0x" + hashlib.sha256(f"{chain}:{block}:{index}".encode()).hexdigest()
+
+
 def messages(plan: ReplayPlan) -> Iterator[Message]:
     """The whole topic in publishing order: block by block, chain by chain."""
     rng = random.Random(plan.seed)
@@ -92,7 +99,7 @@ def messages(plan: ReplayPlan) -> Iterator[Message]:
                 frm, to = (hot, user) if direction is Direction.WITHDRAWAL else (user, hot)
                 event = TransferEvent(
                     chain=chain, block_number=block, block_hash=block_hash, block_time=block_time,
-                    tx_hash=f"0x{c:02x}{block:030x}{index:032x}", log_index=-1, asset="native",
+                    tx_hash=tx_hash(c, block, index), log_index=-1, asset="native",
                     amount=str(rng.randrange(10**15, 10**19)), decimals=18, from_address=frm, to_address=to,
                     exchange=exchange, direction=direction,
                 )

@@ -222,8 +222,10 @@ def create_app(settings: WorkerSettings) -> faust.App:
     restored_partitions: set[int] = set()
     head_saved_at: dict[int, float] = {}
     """partition → monotonic time its heads' progress was last saved."""
-    unsaved_head_chains: dict[int, set[str]] = {}
-    """partition → chains whose heads credited its exchanges since that save."""
+    head_unsaved: dict[int, set[Part]] = {}
+    """partition → chain parts that heads moved on and no save has written since (a withdrawal's save writes
+    its chain's part whole, heads included: a replay, where most parts are saved that way anyway, then writes
+    only the rest)."""
     last_status: dict[int, float] = {}
     stale_status: set[int] = set()
     """Partitions whose heads moved on since their last status snapshot (a timer snapshots them)."""
@@ -247,6 +249,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         owners.clear()
         loaded.clear()
         restored_partitions.clear()
+        head_unsaved.clear()
 
     def load(exchange: str, partition: int, batch: DetectBatch) -> None:
         if (exchange, partition) in loaded:
@@ -321,6 +324,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
                     await dead_letter(event.value, f"detector error: {exc!r}", f"topic:{topics.transfers}")
             for (exchange, chain), partition in batch.dirty.items():
                 save(exchange, chain, partition)
+                if chain is not None:
+                    head_unsaved.get(partition, set()).discard((exchange, chain))
             if events and time.time() - events[-1].message.timestamp < LIVE_LAG_S:
                 await publish_stale_status()  # caught up: the batch's last heads reach the status table now
             yield None
@@ -365,14 +370,13 @@ def create_app(settings: WorkerSettings) -> faust.App:
             outputs = detector.on_head(record, mine)
             changed = changed_parts(outputs, partition, batch) & mine
             now = time.monotonic()
-            unsaved = unsaved_head_chains.setdefault(partition, set())
-            unsaved.add(record.chain)
+            unsaved = head_unsaved.setdefault(partition, set())
+            unsaved.update((exchange, record.chain) for exchange in mine)
             if now - head_saved_at.setdefault(partition, now) >= HEAD_SAVE_EVERY_S:
                 head_saved_at[partition] = now
-                for exchange in mine:
-                    track = detector.exchanges_.get(exchange)
-                    if track is not None:
-                        batch.exchange(exchange, unsaved & track.chains.keys(), partition)
+                for part in unsaved:  # (a pair the detector does not track saves nothing)
+                    batch.dirty[part] = partition
+                    batch.dirty[(part[0], None)] = partition
                 unsaved.clear()
             if outputs:
                 await emit(outputs)
