@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from connectors.publisher import ensure_topics
 from haltwatch.local import PipelineProcesses
@@ -20,7 +21,7 @@ from schemas.codec import encode
 from schemas.records import ChainHead, Direction, TransferEvent
 from streams.app import part_key
 from streams.detection import DetectionPolicy, ManualClock, OutageDetector
-from streams.kafka_topics import TopicSpec, declare_topics
+from streams.kafka_topics import COMPACTED, TopicSpec, declare_topics
 
 PARTITIONS = 2
 EXCHANGE_PARTITION = 1
@@ -88,6 +89,16 @@ def publish(kafka: str, topic: str, records: list[TransferEvent | ChainHead]) ->
         producer.close()
 
 
+def topic_config(kafka: str, topic: str) -> dict[str, str]:
+    """The settings a topic was created with (those differing from the broker's defaults)."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        admin.close()
+    return {name: entry["value"] for name, entry in described["topic"][topic].items()}
+
+
 def changelog(kafka: str, topic: str) -> dict[str, dict]:
     """The latest value of every key in the state table's changelog."""
     consumer = KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False, group_id=None)
@@ -125,6 +136,7 @@ def test_a_whole_state_is_carried_on_and_rewritten_in_parts(kafka, tmp_path):
     ensure_topics(kafka, pipeline.topics, PARTITIONS)
     table_topic = f"{pipeline.app_id}-detector-state-changelog"
     assert declare_topics(kafka, [TopicSpec(table_topic, PARTITIONS, compacted=True)])
+    assert topic_config(kafka, table_topic) == COMPACTED, "compacted in small segments, so compaction keeps up"
     old = whole_state_as_saved_before(trace, 300)
     producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
     # Faust writes a table's keys as JSON
