@@ -36,6 +36,10 @@ ANVIL_STOP_TIMEOUT="${ANVIL_STOP_TIMEOUT:-10}"
 NODE_PREFIX="$HW_CACHE/node"
 NAME="anvil-$ANVIL_PORT"
 LOG="$HW_LOGS/$NAME.log"
+# anvil writes old block states to disk once it holds too many in memory, by default under ~/.foundry/anvil/tmp,
+# and a killed anvil never removes them (several GB per long test run). Keep them in our run folder instead and
+# remove them on stop and before start.
+STATES="$HW_RUN/$NAME-states"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
@@ -110,9 +114,10 @@ cmd_start() {
     t0="$(hw_now)"
     hw_require_free_port "$ANVIL_PORT" ANVIL_PORT
     hw_rotate "$LOG"
+    rm -rf "$STATES"
     # shellcheck disable=SC2086  # ANVIL_ARGS is deliberately word-split
     hw_launch "$NAME" "$LOG" "$(marker "$ANVIL_PORT")" "$(anvil_bin)" --host 127.0.0.1 --port "$ANVIL_PORT" \
-        --chain-id "$ANVIL_CHAIN_ID" $ANVIL_ARGS
+        --chain-id "$ANVIL_CHAIN_ID" --cache-path "$STATES" $ANVIL_ARGS
     pid="$HW_LAUNCHED_PID"
     echo "rpc=http://127.0.0.1:$ANVIL_PORT ws=ws://127.0.0.1:$ANVIL_PORT chain_id=$ANVIL_CHAIN_ID args='$ANVIL_ARGS' log=$LOG" \
         >"$HW_RUN/$NAME.info"
@@ -137,6 +142,7 @@ cmd_start() {
 
 cmd_stop() {
     hw_cmd_stop anvil ANVIL_PORT "${BASH_SOURCE[0]}" "$NAME" "$(marker "$ANVIL_PORT")" "$ANVIL_STOP_TIMEOUT" "${1:-}"
+    [ "${1:-}" = "--all" ] || rm -rf "$STATES"
 }
 
 cmd_status() {
