@@ -175,7 +175,9 @@ format_storage() {
     echo "$KAFKA_VERSION" >"$stamp"
 }
 
-# Ready = the server logged "Kafka Server started" AND answers a metadata request (topic list).
+# Ready = the server logged "Kafka Server started" AND can create a topic. Listing topics is not enough: a KRaft
+# broker answers metadata requests while the controller still fences it, and then every topic creation fails
+# with "All brokers are currently fenced".
 wait_ready() {
     local pid="$1" t0="$2" deadline=$((SECONDS + KAFKA_START_TIMEOUT))
     while [ "$SECONDS" -lt "$deadline" ]; do
@@ -186,7 +188,8 @@ wait_ready() {
         fi
         if grep -q "Kafka Server started" "$SERVER_LOG" 2>/dev/null &&
             timeout 20 "${JAVA_TOOL[@]}" org.apache.kafka.tools.TopicCommand \
-                --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list >/dev/null 2>&1; then
+                --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create --if-not-exists --topic haltwatch.ready \
+                --partitions 1 --replication-factor 1 >/dev/null 2>&1; then
             hw_log "Kafka $KAFKA_VERSION ready on 127.0.0.1:$KAFKA_PORT (pid $pid) in $(hw_since "$t0")s"
             return 0
         fi

@@ -391,9 +391,9 @@ def create_app(settings: WorkerSettings) -> faust.App:
             load(record.exchange, partition, batch)
             outputs = detector.on_suggestion(record)
             batch.dirty[(record.exchange, None)] = partition
-            changed_parts(outputs, partition, batch)
+            changed = changed_parts(outputs, partition, batch)
             await emit(outputs)
-            await publish_status(changed_exchanges(outputs))
+            await publish_status(changed)
         else:
             await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
         hooks.observe(record)

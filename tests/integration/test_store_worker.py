@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from connectors.publisher import ensure_topics
 from haltwatch.local import PipelineProcesses
@@ -66,8 +66,25 @@ def wait_for(what: str, check: Any, pipeline: PipelineProcesses, timeout_s: floa
         else:
             if last:
                 return last
-        time.sleep(0.3)
+        time.sleep(poll_s)
     raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def uncommitted(kafka: str, group: str, topic: str) -> tuple[int, str]:
+    """Records of ``topic`` past the group's committed offsets (all of them where it committed none), and the
+    offsets themselves for a failure message."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    consumer = KafkaConsumer(bootstrap_servers=kafka)
+    try:
+        offsets = admin.list_group_offsets(group)[group]
+        committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+        ends = {tp.partition: end for tp, end in consumer.end_offsets(
+            [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]).items()}
+        behind = sum(end - max(committed.get(p, 0), 0) for p, end in ends.items())
+        return behind, f"committed {committed}, end offsets {ends}"
+    finally:
+        admin.close()
+        consumer.close()
 
 
 def status_when(pipeline: PipelineProcesses, chain: Chain) -> list[dict[str, Any]]:
@@ -113,6 +130,9 @@ def test_worker_status_api_and_redelivery_after_a_kill(kafka, run_dir, monkeypat
         chain.blocks(20)
         wait_for("80 withdrawals stored", lambda: pipeline.api(count)["count"] == 80, pipeline, poll_s=0.02)
         pipeline.kill("worker")
+        # the premise: the killed worker had not committed the blocks it stored, so they are delivered again
+        behind, offsets = uncommitted(kafka, pipeline.app_id, pipeline.topics.transfers)
+        assert behind > 0, f"the killed worker had committed every offset: {offsets}"
         before_restart = len((run_dir / "worker.log").read_bytes())
         pipeline.start_worker()
         pipeline.wait_worker_ready()
