@@ -17,7 +17,6 @@ then retries the same, not yet checkpointed, block. A producer that keeps failin
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -25,10 +24,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
+from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, create_missing
 from schemas.codec import encode
 from schemas.records import ChainHead, DeadLetter, FeedHeartbeat, LabelSuggestion, Record, TransferEvent
 from schemas.topics import Topics
@@ -40,8 +40,15 @@ class PublishError(RuntimeError):
     """Kafka did not acknowledge a send; the block must be published again."""
 
 
-def ensure_topics(bootstrap: str, topics: Topics, partitions: int, timeout_s: float = 30.0) -> None:
-    """Create haltwatch's topics if missing (explicit partition counts beat broker defaults)."""
+def ensure_topics(
+    bootstrap: str,
+    topics: Topics,
+    partitions: int,
+    timeout_s: float = 30.0,
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+) -> None:
+    """Create the topics a connector writes if missing (how: ``haltwatch/kafka_topics.py``); a Kafka that cannot
+    be reached within ``timeout_s`` is a :class:`PublishError`, since the connector cannot run without it."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -51,13 +58,9 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int, timeout_s: fl
             if time.monotonic() > deadline:
                 raise PublishError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
             time.sleep(1)
+    wanted = [topics.transfers, topics.heads, topics.outages, topics.dead_letters]
     try:
-        existing = set(admin.list_topics())
-        wanted = [topics.transfers, topics.heads, topics.outages, topics.dead_letters]
-        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(new)
+        create_missing(admin, [TopicSpec(name, partitions) for name in wanted], replication_factor)
     finally:
         admin.close()
 

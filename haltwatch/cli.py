@@ -17,6 +17,7 @@ import orjson
 import typer
 
 from haltwatch import operator_cli, secrets
+from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from haltwatch.secrets import redact
 from schemas.topics import Topics
 from streams.roles import WorkerRole
@@ -53,6 +54,11 @@ def _root(
 KafkaOpt = Annotated[str, typer.Option(envvar="HALTWATCH_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")]
 PrefixOpt = Annotated[str, typer.Option(envvar="HALTWATCH_TOPIC_PREFIX", help="Prefix of every topic name.")]
 PartitionsOpt = Annotated[int, typer.Option(envvar="HALTWATCH_PARTITIONS", min=1, help="Partitions per topic.")]
+ReplicationOpt = Annotated[
+    int,
+    typer.Option(envvar="HALTWATCH_REPLICATION_FACTOR", min=1,
+                 help="Copies of each topic haltwatch creates; at most the number of brokers (1: a single broker)."),
+]
 ClickHouseOpt = Annotated[
     str | None,
     typer.Option(envvar="HALTWATCH_CLICKHOUSE_URL", help="clickhouse://user:pass@host:9000/db; unset = embedded chdb."),
@@ -157,6 +163,7 @@ def connect(
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
     partitions: PartitionsOpt = 8,
+    replication_factor: ReplicationOpt = DEFAULT_REPLICATION_FACTOR,
     verbose: VerboseOpt = False,
 ) -> None:
     """Follow a chain (EVM, Solana, Bitcoin or Tron) and publish labelled transfers and chain heads to Kafka
@@ -180,7 +187,7 @@ def connect(
         try:
             feed_class, feed_config = feed_for(chosen, options)
             code = run_feed(feed_class, feed_config, labels, checkpoint, kafka, Topics(prefix), partitions,
-                            metrics_port)
+                            metrics_port, replication_factor)
         except LabelError as exc:
             raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
         except ValueError as exc:
@@ -199,7 +206,8 @@ def connect(
             rotation_min_funding=50 if rotation_min_funding is None else rotation_min_funding,
             rotation_min_recipients=rotation_min_recipients,
         )
-        code = run_connector(config, labels, checkpoint, kafka, Topics(prefix), partitions, metrics_port)
+        code = run_connector(config, labels, checkpoint, kafka, Topics(prefix), partitions, metrics_port,
+                             replication_factor)
     except LabelError as exc:
         raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
     except ValueError as exc:
@@ -229,6 +237,7 @@ def backfill(
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
     partitions: PartitionsOpt = 8,
+    replication_factor: ReplicationOpt = DEFAULT_REPLICATION_FACTOR,
     verbose: VerboseOpt = False,
 ) -> None:
     """Publish past blocks like the live connector (events and heads), to pre-warm detection; resumable."""
@@ -241,7 +250,7 @@ def backfill(
     try:
         config = EvmChainConfig(chain, split_urls(ws_url), chain_id=chain_id, tokens=parse_tokens(token or []))
         result = run_backfill(config, labels, resume, kafka, Topics(prefix), partitions, from_block, to_block,
-                              metrics_port, progress)
+                              metrics_port, progress, replication_factor)
     except LabelError as exc:
         raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
     except ValueError as exc:
@@ -266,6 +275,7 @@ def worker(
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
     partitions: PartitionsOpt = 8,
+    replication_factor: ReplicationOpt = DEFAULT_REPLICATION_FACTOR,
     clickhouse_url: ClickHouseOpt = None,
     chdb_path: ChdbOpt = Path(".haltwatch/chdb"),
     web_port: Annotated[
@@ -330,6 +340,7 @@ def worker(
         kafka_bootstrap=kafka,
         topics=Topics(prefix),
         partitions=partitions,
+        replication_factor=replication_factor,
         app_id=f"{prefix}-store" if role == WorkerRole.STORE else f"{prefix}-worker",
         role=role,
         clickhouse_url=clickhouse_url,

@@ -30,6 +30,7 @@ Agents and the state they own:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -44,6 +45,7 @@ import orjson
 from faust.types import EventT
 from faust.web import Request, Response, View
 
+from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, declare_topics
 from schemas.codec import SchemaError, decode
 from schemas.records import (
     ChainHead,
@@ -59,7 +61,6 @@ from schemas.records import (
 )
 from schemas.topics import Topics
 from streams.detection import ChainMonitor, DetectionPolicy, IncidentCorrelator, OutageDetector, WallClock
-from streams.kafka_topics import TopicSpec, declare_topics
 from streams.roles import WorkerRole
 from streams.store.backend import ClickHouseBackend, StoreError
 from streams.store.dedup import TransferDedup
@@ -122,6 +123,8 @@ class WorkerSettings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     topics: Topics = field(default_factory=Topics)
     partitions: int = 8
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR
+    """Copies of every topic the worker creates, its own and Faust's (more than 1 needs as many brokers)."""
     app_id: str = "haltwatch"
     role: WorkerRole = WorkerRole.ALL
     clickhouse_url: str | None = None
@@ -146,13 +149,15 @@ class WorkerSettings:
 
 
 class WorkerApp(faust.App):
-    """The Faust app, which creates its topics before it starts (why: ``streams/kafka_topics.py``)."""
+    """The Faust app, which creates its topics before it starts (why: ``haltwatch/kafka_topics.py``)."""
 
     topic_specs: list[TopicSpec]
     bootstrap: str
+    replication_factor: int
 
     async def on_first_start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, declare_topics, self.bootstrap, self.topic_specs)
+        declare = functools.partial(declare_topics, replication_factor=self.replication_factor)
+        await asyncio.get_running_loop().run_in_executor(None, declare, self.bootstrap, self.topic_specs)
         await super().on_first_start()
 
 
@@ -163,7 +168,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
         web_host=settings.web_host,
@@ -202,6 +207,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         return app.timer(interval=interval) if runs else (lambda fn: fn)
 
     app.bootstrap = settings.kafka_bootstrap
+    app.replication_factor = settings.replication_factor
     app.topic_specs = [
         *(TopicSpec(name, settings.partitions) for name in
           (topics.transfers, topics.heads, topics.outages, topics.chain_status, topics.dead_letters)),

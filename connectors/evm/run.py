@@ -16,6 +16,7 @@ from connectors.feed_loop import WrongNetwork
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher
 from connectors.run_feed import load_labels, on_signals, run_feed, run_process
+from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from schemas.topics import Topics
 
 
@@ -34,14 +35,17 @@ def split_urls(urls: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_connector(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint: Path, kafka: str,
-                  topics: Topics, partitions: int, metrics_port: int) -> int:
+                  topics: Topics, partitions: int, metrics_port: int,
+                  replication_factor: int = DEFAULT_REPLICATION_FACTOR) -> int:
     """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
-    return run_feed(EvmConnector, config, label_paths, checkpoint, kafka, topics, partitions, metrics_port)
+    return run_feed(EvmConnector, config, label_paths, checkpoint, kafka, topics, partitions, metrics_port,
+                    replication_factor)
 
 
 def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint: Path, kafka: str, topics: Topics,
                  partitions: int, from_block: int, to_block: int, metrics_port: int = 0,
-                 progress: bool = True) -> BackfillResult | int:
+                 progress: bool = True,
+                 replication_factor: int = DEFAULT_REPLICATION_FACTOR) -> BackfillResult | int:
     """Publish ``from_block..to_block``; returns the result, or an exit code on a configuration error."""
     source = load_labels(config, label_paths)
     checkpoint_file = CheckpointFile(checkpoint)
@@ -53,4 +57,4 @@ def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint
         return await backfill.run()
 
     return run_process(config.chain, kafka, topics, partitions, metrics_port, checkpoint_file, main,
-                       (WrongNetwork, ValueError))
+                       (WrongNetwork, ValueError), replication_factor)

@@ -16,12 +16,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from connectors.publisher import ensure_topics
+from haltwatch.kafka_topics import COMPACTED, TopicSpec, declare_topics
 from haltwatch.local import PipelineProcesses
 from schemas.codec import encode
 from schemas.records import ChainHead, Direction, TransferEvent
 from streams.app import part_key
 from streams.detection import DetectionPolicy, ManualClock, OutageDetector
-from streams.kafka_topics import COMPACTED, TopicSpec, declare_topics
 
 PARTITIONS = 2
 EXCHANGE_PARTITION = 1
