@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from haltwatch.local import free_port
 from haltwatch.traffic import Phase
@@ -53,35 +57,41 @@ def wait_for_log(connector: ConnectorProcess, pattern: str, timeout_s: float = 6
     raise AssertionError(f"no log line matching {pattern!r}:\n{connector.log_tail()}")
 
 
-def test_checkpoint_under_a_regular_file_exits_at_start_with_one_clear_line(
-    kafka: str, anvil: str, run_dir: Path
-) -> None:
-    _player, labels, topics, prefix = setup(kafka, anvil, run_dir, "cpnotdir", 61)
+@contextmanager
+def under_a_regular_file(run_dir: Path) -> Iterator[Path]:
+    """A checkpoint whose folder is a regular file: reading it fails with ENOTDIR."""
     (run_dir / "state").write_text("not a directory")
-    connector = ConnectorWithCheckpointAt(run_dir, kafka, prefix, [anvil], labels,
-                                          checkpoint_at=run_dir / "state" / "checkpoint-ethereum.json")
-    connector.start()
-    assert connector.proc is not None
-    assert connector.proc.wait(60) == EXIT_CHECKPOINT
-    assert checkpoint_errors(connector) == [
-        f"connectors.run_feed: cannot read checkpoint {connector.checkpoint}: Not a directory [ENOTDIR]"
-    ]
-    assert "Traceback" not in connector.log_tail(200_000)
-    assert heads(kafka, topics) == []
+    yield run_dir / "state" / "checkpoint-ethereum.json"
 
 
-def test_full_disk_at_start_exits_with_the_os_reason(kafka: str, anvil: str, run_dir: Path) -> None:
-    _player, labels, topics, prefix = setup(kafka, anvil, run_dir, "cpfull", 67)
+@contextmanager
+def on_a_full_disk(run_dir: Path) -> Iterator[Path]:
+    """A checkpoint on a file system already full: writing it fails with ENOSPC."""
     with small_tmpfs(run_dir / "fs", 64) as fs:
         fill(fs)
-        connector = ConnectorWithCheckpointAt(run_dir, kafka, prefix, [anvil], labels,
-                                              checkpoint_at=fs / "checkpoint-ethereum.json")
+        yield fs / "checkpoint-ethereum.json"
+
+
+@pytest.mark.parametrize(
+    ("place", "prefix", "seed", "error"),
+    [
+        pytest.param(under_a_regular_file, "cpnotdir", 61, "cannot read checkpoint {}: Not a directory [ENOTDIR]",
+                     id="under-a-regular-file-ENOTDIR"),
+        pytest.param(on_a_full_disk, "cpfull", 67, "cannot write checkpoint {}: No space left on device [ENOSPC]",
+                     id="on-a-full-disk-ENOSPC"),
+    ],
+)
+def test_a_checkpoint_that_cannot_work_exits_at_start_with_one_line_naming_the_os_reason(
+    kafka: str, anvil: str, run_dir: Path, place: Callable[[Path], AbstractContextManager[Path]], prefix: str,
+    seed: int, error: str,
+) -> None:
+    _player, labels, topics, prefix = setup(kafka, anvil, run_dir, prefix, seed)
+    with place(run_dir) as checkpoint_at:
+        connector = ConnectorWithCheckpointAt(run_dir, kafka, prefix, [anvil], labels, checkpoint_at=checkpoint_at)
         connector.start()
         assert connector.proc is not None
         assert connector.proc.wait(60) == EXIT_CHECKPOINT
-    assert checkpoint_errors(connector) == [
-        f"connectors.run_feed: cannot write checkpoint {connector.checkpoint}: No space left on device [ENOSPC]"
-    ]
+    assert checkpoint_errors(connector) == [f"connectors.run_feed: {error.format(connector.checkpoint)}"]
     assert "Traceback" not in connector.log_tail(200_000)
     assert heads(kafka, topics) == []
 
