@@ -375,6 +375,17 @@ def assert_one_incident(run: HaltRun, backend: ClickHouseBackend) -> int:
     return duplicates
 
 
+def assert_stored_once(run: HaltRun, truth: set[Transfer]) -> None:
+    """The store the run's worker wrote to (its ClickHouse server, else its embedded chdb) holds every
+    withdrawal once and the one incident: what each fault must leave behind, whatever it broke on the way."""
+    backend = open_backend(run.clickhouse_url, run.run_dir / "chdb")
+    try:
+        assert_store_matches(backend, truth)
+        assert_one_incident(run, backend)
+    finally:
+        backend.close()
+
+
 def transfers_end_offset(kafka: str, topics: Topics) -> int:
     """Sum of the transfers topic's end offsets: how many records it has ever held."""
     consumer = KafkaConsumer(bootstrap_servers=kafka, group_id=None, enable_auto_commit=False)
@@ -442,12 +453,7 @@ def test_kafka_broker_killed_and_restarted_mid_stream(down_s: float, own_kafka: 
 
     repeats = assert_transfers_topic_matches(run, truth)
     print(f"transfers topic: {repeats} repeated withdrawal records")
-    backend = open_backend(None, run_dir / "chdb")
-    try:
-        assert_store_matches(backend, truth)
-        assert_one_incident(run, backend)
-    finally:
-        backend.close()
+    assert_stored_once(run, truth)
 
 
 class DetectionStalled(AssertionError):
@@ -520,12 +526,7 @@ def test_clickhouse_server_down_for_a_minute(backlog: int, split_roles: bool, ow
     assert re.search(r"insert into \w+ \(\d+ rows\) failed", store_log), "the sinks met the dead server"
 
     assert_transfers_topic_matches(run, truth)
-    backend = open_backend(url, run_dir / "chdb")
-    try:
-        assert_store_matches(backend, truth)
-        assert_one_incident(run, backend)
-    finally:
-        backend.close()
+    assert_stored_once(run, truth)
 
     during = [state for t, state in seen if 0 < t < back - down]
     if not (OutageState.OPEN.value in during and OutageState.RESOLVED.value in during and len(during) == len(seen)):
