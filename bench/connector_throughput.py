@@ -33,7 +33,7 @@ from connectors.label_watch import LabelSource
 from connectors.publisher import BlockPublisher, ensure_topics
 from haltwatch.evm_token import transfer_calldata
 from haltwatch.local import free_port, infra
-from haltwatch.traffic import TOKEN_ADDRESS, ExchangePlayer
+from haltwatch.traffic import TOKEN_ADDRESS, ExchangePlayer, random_address
 from schemas.topics import Topics
 
 EXCHANGE = "bench-exchange"
@@ -52,7 +52,7 @@ async def prepare(ws_url: str, blocks: int, per_block: int, labels: Path) -> tup
         for b in range(blocks):
             txs = []
             for i in range(per_block):
-                user = "0x" + rng.getrandbits(160).to_bytes(20, "big").hex()
+                user = random_address(rng)
                 if i % 2:
                     txs.append({"from": player.hot, "to": user, "value": hex(10**15 + i)})
                 else:

@@ -75,7 +75,7 @@ from connectors.evm.rpc import JsonRpcSocket
 from connectors.publisher import ensure_topics
 from haltwatch.evm_token import token_runtime, transfer_calldata
 from haltwatch.local import REPO, PipelineProcesses, free_port, infra
-from haltwatch.traffic import TOKEN_ADDRESS
+from haltwatch.traffic import TOKEN_ADDRESS, poisson, random_address
 from schemas.codec import decode
 from schemas.records import ChainHead
 from streams.app import WorkerSettings
@@ -146,7 +146,7 @@ class Chain:
             self.nonces[e.hot] = int(await self.rpc.call("eth_getTransactionCount", [e.hot, "pending"]), 16)
 
     def _withdrawal(self, sender: str, i: int) -> dict[str, str]:
-        user = "0x" + self.rng.getrandbits(160).to_bytes(20, "big").hex()
+        user = random_address(self.rng)
         if i % 2:
             tx = {"from": sender, "to": user, "value": hex(10**15 + i)}
         else:
@@ -277,18 +277,10 @@ async def warm_up(chain: Chain, exchanges: list[Exchange], blocks: int, per_exch
     """Mine ``blocks`` blocks of history quickly; returns the last block number."""
     last = 0
     for _ in range(blocks):
-        counts = {e: _poisson(chain.rng, per_exchange) for e in exchanges}
+        counts = {e: poisson(chain.rng, per_exchange) for e in exchanges}
         await chain.send(counts)
         last = (await chain.mine())[0]
     return last
-
-
-def _poisson(rng: random.Random, mean: float) -> int:
-    threshold, k, product = pow(2.718281828459045, -mean), 0, rng.random()
-    while product > threshold:
-        k += 1
-        product *= rng.random()
-    return k
 
 
 async def load(chain: Chain, obs: Observations, exchanges: list[Exchange], args: argparse.Namespace) -> tuple[
