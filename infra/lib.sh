@@ -133,30 +133,17 @@ hw_stop() {
     done
     if hw_alive "$pid" "$marker"; then
         hw_log "$name: pid $pid still alive after ${timeout}s, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        deadline=$((SECONDS + 10))
-        while hw_alive "$pid" "$marker" && [ "$SECONDS" -lt "$deadline" ]; do
-            sleep 0.2
-        done
-        if hw_alive "$pid" "$marker"; then
-            hw_die "$name: pid $pid survived SIGKILL"
-        fi
+        hw_kill_wait "$name" "$pid" "$marker"
     fi
     hw_forget "$name"
     hw_log "$name: stopped (${pid}) in $(hw_since "$t0")s"
 }
 
-# hw_kill NAME MARKER: SIGKILL the recorded PID at once (no shutdown code runs, as in a crash) and wait
-# until it is gone. Data dirs are left as the crash left them, so a later start recovers from them.
-hw_kill() {
-    local name="$1" marker="$2" pid deadline
-    pid="$(hw_pid "$name")"
-    if [ -z "$pid" ] || ! hw_alive "$pid" "$marker"; then
-        hw_forget "$name"
-        hw_log "$name: not running"
-        return 0
-    fi
-    hw_log "$name: killing pid $pid (SIGKILL)"
+# hw_kill_wait NAME PID MARKER: SIGKILL PID and wait up to 10 s until it is gone; dies if it is not.
+# One tail for hw_stop (a server that ignored SIGTERM) and hw_kill (a crash on purpose), so that both
+# give up alike: a process that outlives SIGKILL (stuck in the kernel) is never reported as stopped.
+hw_kill_wait() {
+    local name="$1" pid="$2" marker="$3" deadline
     kill -KILL "$pid" 2>/dev/null || true
     deadline=$((SECONDS + 10))
     while hw_alive "$pid" "$marker" && [ "$SECONDS" -lt "$deadline" ]; do
@@ -165,6 +152,20 @@ hw_kill() {
     if hw_alive "$pid" "$marker"; then
         hw_die "$name: pid $pid survived SIGKILL"
     fi
+}
+
+# hw_kill NAME MARKER: SIGKILL the recorded PID at once (no shutdown code runs, as in a crash) and wait
+# until it is gone. Data dirs are left as the crash left them, so a later start recovers from them.
+hw_kill() {
+    local name="$1" marker="$2" pid
+    pid="$(hw_pid "$name")"
+    if [ -z "$pid" ] || ! hw_alive "$pid" "$marker"; then
+        hw_forget "$name"
+        hw_log "$name: not running"
+        return 0
+    fi
+    hw_log "$name: killing pid $pid (SIGKILL)"
+    hw_kill_wait "$name" "$pid" "$marker"
     hw_forget "$name"
     hw_log "$name: killed (${pid})"
 }
