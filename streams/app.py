@@ -102,6 +102,33 @@ def part_key(exchange: str, chain: str | None) -> str:
     return exchange if chain is None else orjson.dumps([exchange, chain]).decode()
 
 
+def stored_json(value: Any) -> bytes:
+    """``value`` as JSON, in a ``bytes`` object that occupies only its own length.
+
+    orjson (3.12 and later) returns ``bytes`` whose allocation keeps the capacity it reserved while writing:
+    at least 4 KiB, and about ten times the output for the state parts (a 4.7 KB chain part holds ~27 KB,
+    measured with ``tracemalloc``; ``sys.getsizeof`` shows only the length). Harmless for a message sent and
+    dropped, but the state table keeps one such value per (exchange, chain): with 1,000 exchanges on 10
+    chains that was some 300 MB of the detecting worker's memory. Copying into a ``bytes`` of the exact size
+    (one memcpy of a few KB per saved part) releases the rest when orjson's buffer is freed.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
+
+
+def part_value(detector: OutageDetector, exchange: str, chain: str | None, partition: int) -> bytes | None:
+    """The table value of one part of an exchange's state (``chain`` None: the exchange-wide part), or None
+    when the detector has nothing for it. Kept in the state table until the part is saved again, hence
+    :func:`stored_json`."""
+    if chain is None:
+        value: dict[str, Any] = {"partition": partition, "state": detector.export_exchange(exchange)}
+    else:
+        part = detector.export_chain(exchange, chain)
+        if not part:
+            return None
+        value = {"partition": partition, "exchange": exchange, "chain": chain, "state": part}
+    return stored_json(value)
+
+
 @dataclass(slots=True)
 class DetectBatch:
     """The state parts one batch of ``detect`` changed: saved before the batch is acknowledged."""
@@ -285,14 +312,10 @@ def create_app(settings: WorkerSettings) -> faust.App:
     def save(exchange: str, chain: str | None, partition: int) -> None:
         if exchange not in detector.exchanges_:
             return  # forgotten by a rebalance: its events are read again
-        if chain is None:
-            value = {"partition": partition, "state": detector.export_exchange(exchange)}
-        else:
-            part = detector.export_chain(exchange, chain)
-            if not part:
-                return
-            value = {"partition": partition, "exchange": exchange, "chain": chain, "state": part}
-        key, raw = part_key(exchange, chain), orjson.dumps(value)
+        raw = part_value(detector, exchange, chain, partition)
+        if raw is None:
+            return
+        key = part_key(exchange, chain)
         # what ``state_table[key] = raw`` does, with the partition given: parts are saved at the end of a
         # batch, where Faust has no current event to take the partition from
         state_table.data[key] = raw
