@@ -26,20 +26,22 @@ from streams.store.columns import arrow_stream, column_length, transpose
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]+\}")
 _CODE = re.compile(r"Code: (\d+)\.")
-TRANSIENT_CODES = frozenset({
-    159,  # TIMEOUT_EXCEEDED
-    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
-    203,  # NO_FREE_CONNECTION
-    209,  # SOCKET_TIMEOUT
-    210,  # NETWORK_ERROR
-    241,  # MEMORY_LIMIT_EXCEEDED
-    242,  # TABLE_IS_READ_ONLY
-    252,  # TOO_MANY_PARTS
-    319,  # UNKNOWN_STATUS_OF_INSERT
-    394,  # QUERY_WAS_CANCELLED (server shutting down)
-    425,  # SYSTEM_ERROR
-    1000,  # POCO_EXCEPTION
-})
+TRANSIENT_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        252,  # TOO_MANY_PARTS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        394,  # QUERY_WAS_CANCELLED (server shutting down)
+        425,  # SYSTEM_ERROR
+        1000,  # POCO_EXCEPTION
+    }
+)
 """Server error codes after which the same statement can succeed later."""
 
 
