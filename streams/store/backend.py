@@ -12,6 +12,7 @@ so the sink can retry those and stop on the others.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -24,22 +25,32 @@ import orjson
 from schemas.ddl import parse_version
 from streams.store.columns import arrow_stream, column_length, transpose
 
+DATE_LUT_ENV = "CLICKHOUSE_DRIVER_LASY_DATE_LUT"
+"""clickhouse-driver builds, when its column types are first imported, a table of every ``Date``/``Date32`` day
+from 1900 to 2299 and its reverse: ~146,000 ``date`` objects in two dicts, ~20 MB held for the life of every
+process that writes to ClickHouse (mymarilyn/clickhouse-driver#430), though no table here has a ``Date``
+column. With this variable (its spelling is the driver's) the tables are filled on demand instead, from
+the range given. Set here, before this module first imports the driver; a value set by the operator wins."""
+os.environ.setdefault(DATE_LUT_ENV, "2020-01-01:2040-12-31")
+
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]+\}")
 _CODE = re.compile(r"Code: (\d+)\.")
-TRANSIENT_CODES = frozenset({
-    159,  # TIMEOUT_EXCEEDED
-    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
-    203,  # NO_FREE_CONNECTION
-    209,  # SOCKET_TIMEOUT
-    210,  # NETWORK_ERROR
-    241,  # MEMORY_LIMIT_EXCEEDED
-    242,  # TABLE_IS_READ_ONLY
-    252,  # TOO_MANY_PARTS
-    319,  # UNKNOWN_STATUS_OF_INSERT
-    394,  # QUERY_WAS_CANCELLED (server shutting down)
-    425,  # SYSTEM_ERROR
-    1000,  # POCO_EXCEPTION
-})
+TRANSIENT_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        252,  # TOO_MANY_PARTS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        394,  # QUERY_WAS_CANCELLED (server shutting down)
+        425,  # SYSTEM_ERROR
+        1000,  # POCO_EXCEPTION
+    }
+)
 """Server error codes after which the same statement can succeed later."""
 
 
