@@ -107,11 +107,12 @@ def stored_json(value: Any) -> bytes:
     """``value`` as JSON, in a ``bytes`` object that occupies only its own length.
 
     orjson (3.12 and later) returns ``bytes`` whose allocation keeps the capacity it reserved while writing:
-    at least 4 KiB, and about ten times the output for the state parts (a 4.7 KB chain part holds ~27 KB,
-    measured with ``tracemalloc``; ``sys.getsizeof`` shows only the length). Harmless for a message sent and
-    dropped, but the state table keeps one such value per (exchange, chain): with 1,000 exchanges on 10
-    chains that was some 300 MB of the detecting worker's memory. Copying into a ``bytes`` of the exact size
-    (one memcpy of a few KB per saved part) releases the rest when orjson's buffer is freed.
+    at least 4 KiB, and about six times the output for the state parts (a 5.6 KB chain part holds ~32 KB,
+    measured with ``tracemalloc`` in ``tests/unit/test_state_values.py``; ``sys.getsizeof`` shows only the
+    length). Harmless for a message sent and dropped, but the state table keeps one such value per
+    (exchange, chain): with 1,000 exchanges on 10 chains that was about 250 MB of the detecting worker's
+    memory. Copying into a ``bytes`` of the exact size (one memcpy of a few KB per saved part) releases the
+    rest when orjson's buffer is freed.
     """
     return bytes(memoryview(orjson.dumps(value)))
 
@@ -136,6 +137,8 @@ class DetectBatch:
 
     dirty: dict[Part, int] = field(default_factory=dict)
     """part → partition."""
+    headed: dict[int, set[str]] = field(default_factory=dict)
+    """partition → chains whose heads the batch read (their parts' progress is noted once, at its end)."""
 
     def exchange(self, exchange: str, chains: Iterable[str], partition: int) -> None:
         """Every part of an exchange: a state change may touch all its chains (an exchange-wide incident
@@ -367,6 +370,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                         event.message.offset,
                     )
                     await dead_letter(event.value, f"detector error: {exc!r}", f"topic:{topics.transfers}")
+            note_heads(batch)
             for (exchange, chain), partition in batch.dirty.items():
                 save(exchange, chain, partition)
                 if chain is not None:
@@ -374,6 +378,21 @@ def create_app(settings: WorkerSettings) -> faust.App:
             if events and time.time() - events[-1].message.timestamp < LIVE_LAG_S:
                 await publish_stale_status()  # caught up: the batch's last heads reach the status table now
             yield None
+
+    def note_heads(batch: DetectBatch) -> None:
+        """Mark the chain parts the batch's heads moved on as unsaved, once per (partition, chain) rather
+        than per head, and every ``HEAD_SAVE_EVERY_S`` have a partition's unsaved parts saved with the batch."""
+        now = time.monotonic()
+        for partition, chains in batch.headed.items():
+            unsaved = head_unsaved.setdefault(partition, set())
+            mine = owners.get(partition, set())
+            unsaved.update((exchange, chain) for chain in chains for exchange in mine)
+            if now - head_saved_at.setdefault(partition, now) >= HEAD_SAVE_EVERY_S:
+                head_saved_at[partition] = now
+                for part in unsaved:  # (a pair the detector does not track saves nothing)
+                    batch.dirty[part] = partition
+                    batch.dirty[(part[0], None)] = partition
+                unsaved.clear()
 
     async def publish_status(exchanges: set[str]) -> None:
         rows = snapshot(detector, exchanges)
@@ -414,15 +433,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
             mine = owners.get(partition, set())
             outputs = detector.on_head(record, mine)
             changed = changed_parts(outputs, partition, batch) & mine
+            batch.headed.setdefault(partition, set()).add(record.chain)
             now = time.monotonic()
-            unsaved = head_unsaved.setdefault(partition, set())
-            unsaved.update((exchange, record.chain) for exchange in mine)
-            if now - head_saved_at.setdefault(partition, now) >= HEAD_SAVE_EVERY_S:
-                head_saved_at[partition] = now
-                for part in unsaved:  # (a pair the detector does not track saves nothing)
-                    batch.dirty[part] = partition
-                    batch.dirty[(part[0], None)] = partition
-                unsaved.clear()
             if outputs:
                 await emit(outputs)
             if now - last_status.get(partition, float("-inf")) >= STATUS_EVERY_S:

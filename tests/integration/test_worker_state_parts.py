@@ -20,7 +20,7 @@ from haltwatch.kafka_topics import COMPACTED, TopicSpec, declare_topics
 from haltwatch.local import PipelineProcesses
 from schemas.codec import encode
 from schemas.records import ChainHead, Direction, TransferEvent
-from streams.app import part_key
+from streams.app import HEAD_SAVE_EVERY_S, part_key
 from streams.detection import DetectionPolicy, ManualClock, OutageDetector
 
 PARTITIONS = 2
@@ -176,5 +176,39 @@ def test_a_whole_state_is_carried_on_and_rewritten_in_parts(kafka, tmp_path):
         rows = okx_rows(pipeline, 350)
         for chain in CHAINS:
             assert rows[chain]["withdrawals_seen"] == saved_withdrawals[chain] + 25, rows
+    finally:
+        pipeline.stop()
+
+
+def test_heads_without_payouts_are_saved_on_their_own_budget(kafka, tmp_path):
+    """A chain's head progress reaches the changelog even when no withdrawal saves its part: otherwise a
+    restart would resume the gap from the last payout's block and count the silence in between twice."""
+    trace = Trace()
+    pipeline = PipelineProcesses(tmp_path / "run", kafka, "ws://127.0.0.1:1", tmp_path / "labels.toml",
+                                 f"heads{int(time.time() * 1000)}", partitions=PARTITIONS)
+    ensure_topics(kafka, pipeline.topics, PARTITIONS)
+    table_topic = f"{pipeline.app_id}-detector-state-changelog"
+    try:
+        pipeline.start_worker()
+        pipeline.wait_worker_ready()
+        publish(kafka, pipeline.topics.transfers, trace.blocks(1, 40))
+        okx_rows(pipeline, 40)
+        heads_only = [r for r in trace.blocks(41, 50) if isinstance(r, ChainHead)]
+        publish(kafka, pipeline.topics.transfers, heads_only)
+        okx_rows(pipeline, 50)
+        time.sleep(HEAD_SAVE_EVERY_S + 1)  # the budget has passed: the next heads save every part they moved
+        publish(kafka, pipeline.topics.transfers, [trace.head(chain, 51) for chain in CHAINS])
+        okx_rows(pipeline, 51)
+
+        deadline = time.monotonic() + 30  # the batch's parts are sent after /detector already shows it
+        while True:
+            stored = changelog(kafka, table_topic)
+            heads = {c: stored.get(part_key("okx", c), {}).get("state", {}).get("head", [0])[0] for c in CHAINS}
+            if heads == dict.fromkeys(CHAINS, 51) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert heads == dict.fromkeys(CHAINS, 51), "the last payouts were at block 40; heads moved the parts on"
+        for chain in CHAINS:
+            assert stored[part_key("okx", chain)]["state"]["n"][0] == 20, "heads alone add no withdrawal"
     finally:
         pipeline.stop()
