@@ -110,6 +110,13 @@ hw_launch() {
     setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
     local pid=$!
     echo "$pid" >"$HW_RUN/$name.pid"
+    # Until the child has exec'd, its command line is still this shell's and lacks MARKER, so a caller's
+    # first hw_alive would take a server that is starting for one that died. Wait out that window (or the
+    # child's end: a command that fails to start is the caller's to report).
+    local deadline=$((SECONDS + 10))
+    while [ "$SECONDS" -lt "$deadline" ] && [ -r "/proc/$pid/cmdline" ] && ! hw_alive "$pid" "$marker"; do
+        sleep 0.05
+    done
     # shellcheck disable=SC2034  # read by the calling script
     HW_LAUNCHED_PID="$pid"
 }

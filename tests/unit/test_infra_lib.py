@@ -71,3 +71,27 @@ def test_a_kill_is_sigkill_at_once_and_waits_until_the_process_is_gone(cache: Pa
     log = run_lib(cache, f'hw_kill stubborn "{MARKER}"')
     assert "killing pid" in log and "stubborn: killed" in log
     assert "SIGTERM" not in log
+
+
+def test_a_launched_process_counts_as_alive_as_soon_as_the_launch_returns(cache: Path) -> None:
+    """Between fork and exec a child's command line is the shell's, without its marker: the first readiness
+    check of a starting server took it for dead. Here the window is made wide with a wrapper that waits
+    before it execs, so a launch that returns before the exec fails this test."""
+    wrapper = cache / "slow-exec.sh"
+    wrapper.write_text(f'sleep 0.5\nexec "{sys.executable}" -c "import time; time.sleep(60)" "{MARKER}"\n')
+    script = f"""
+set -euo pipefail
+source "{REPO}/infra/lib.sh"
+hw_launch slow "$HW_LOGS/slow.log" "{MARKER}" bash "{wrapper}"
+hw_alive "$HW_LAUNCHED_PID" "{MARKER}" || {{ echo "not alive right after the launch" >&2; exit 1; }}
+hw_kill slow "{MARKER}"
+"""
+    done = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "HALTWATCH_CACHE": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
