@@ -103,6 +103,19 @@ def part_key(exchange: str, chain: str | None) -> str:
     return exchange if chain is None else orjson.dumps([exchange, chain]).decode()
 
 
+def is_chain_part_key(key: str) -> bool:
+    """Whether a table key is a chain part's (what :func:`part_key` makes of a chain), told from the key alone."""
+    if not key.startswith("["):
+        return False
+    try:
+        pair = orjson.loads(key)
+    except orjson.JSONDecodeError:
+        return False
+    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+        return False
+    return part_key(*pair) == key
+
+
 def stored_json(value: Any) -> bytes:
     """``value`` as JSON, in a ``bytes`` object that occupies only its own length.
 
@@ -334,8 +347,9 @@ def create_app(settings: WorkerSettings) -> faust.App:
         """After a restart or rebalance, exchanges of this partition are known only to the table."""
         restored_partitions.add(partition)
         for key, stored in state_table.items():
-            value = orjson.loads(stored)
-            if "chain" not in value and value["partition"] == partition:  # chain parts load with their exchange
+            if is_chain_part_key(key):
+                continue  # chain parts load with their exchange: no need to parse their ~5 KB values here
+            if orjson.loads(stored)["partition"] == partition:
                 load(key, partition, batch)
 
     async def dead_letter(raw: bytes, reason: str, source: str) -> None:
