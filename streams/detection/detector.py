@@ -131,6 +131,12 @@ class ExchangeTrack:
     incident: Incident | None = None
     suggestions: dict[str, LabelSuggestion] = field(default_factory=dict)
     """Latest likely hot-wallet rotation per chain."""
+    last_seq: int = 0
+    """Counts the changes of the last payout and the snapshot, which every saved part carries: a restore
+    takes them from the part that carries the highest count (see :meth:`OutageDetector.export_chain`)."""
+
+    def note_last(self) -> None:
+        self.last_seq += 1
 
 
 def outage_id(exchange: str, scope: str, anchor: str) -> str:
@@ -186,10 +192,25 @@ class OutageDetector:
         return _export_exchange(self.exchanges_[exchange]) if exchange in self.exchanges_ else {}
 
     def export_chain(self, exchange: str, chain: str) -> dict[str, Any]:
-        """One (exchange, chain) part; empty when the detector does not track that pair."""
+        """One (exchange, chain) part; empty when the detector does not track that pair.
+
+        The part also carries the exchange's last payout and snapshot as they are now (``"last"``), the
+        only exchange-wide fields an ordinary withdrawal changes. So a withdrawal needs its chain's part
+        saved and not the exchange-wide part as well: half the state writes of a busy worker.
+        """
         ex = self.exchanges_.get(exchange)
         c = ex.chains.get(chain) if ex is not None else None
-        return _export_chain(c) if c is not None else {}
+        if ex is None or c is None:
+            return {}
+        return {**_export_chain(c), "last": _export_last(ex)}
+
+    def exchange_shape(self, exchange: str) -> tuple[int, bool]:
+        """What, besides the last payout, a withdrawal can change in the exchange-wide part: the number of
+        chains it is tracked on (a new chain must be listed there, or its part is never loaded) and whether
+        an exchange-wide incident is open (a payout moves it on). Unchanged and with no incident, the part
+        saved before is still right apart from the last payout, which the chain's part carries."""
+        ex = self.exchanges_.get(exchange)
+        return (0, False) if ex is None else (len(ex.chains), ex.incident is not None)
 
     def restore(self, exchange: str, data: dict[str, Any]) -> None:
         """Restore what :meth:`export` gave."""
@@ -251,6 +272,7 @@ class OutageDetector:
         if ex.last_time is None or t >= ex.last_time:
             ex.last_time, ex.last_tx, ex.last_chain = t, event.tx_hash, event.chain
             ex.snapshot = {name: (None if name == event.chain else track.u_total) for name, track in ex.chains.items()}
+            ex.note_last()
         return self._correlate(out)
 
     def on_suggestion(self, suggestion: LabelSuggestion) -> list[Output]:
@@ -357,6 +379,7 @@ class OutageDetector:
                 w.u_at = c.u_total
         if ex.snapshot.get(c.chain, 0.0) is None and ex.last_chain == c.chain:
             ex.snapshot[c.chain] = c.u_total
+            ex.note_last()
         return credited
 
     def _end_gap(self, c: ChainTrack) -> None:
@@ -547,6 +570,7 @@ class OutageDetector:
                 ex.last_time, ex.last_tx, ex.last_chain = max(candidates)
             else:
                 ex.last_time = ex.last_tx = ex.last_chain = None
+            ex.note_last()
         for inc in (c.incident, ex.incident):
             if inc is None or inc.last.last_withdrawal_tx != removed.tx:
                 continue
@@ -644,10 +668,15 @@ def _restore_incident(raw: Any) -> Incident | None:
     return Incident(decode_as(event, OutageEvent), count, time, resume_u, recover)
 
 
+def _export_last(ex: ExchangeTrack) -> dict[str, Any]:
+    return {"seq": ex.last_seq, "last": [ex.last_time, ex.last_tx, ex.last_chain], "snapshot": ex.snapshot}
+
+
 def _export_exchange(ex: ExchangeTrack) -> dict[str, Any]:
     return {
         "last": [ex.last_time, ex.last_tx, ex.last_chain],
         "snapshot": ex.snapshot,
+        "last_seq": ex.last_seq,
         "incident": _incident(ex.incident),
         "suggestions": {chain: encode(sg).decode() for chain, sg in ex.suggestions.items()},
         "chain_names": sorted(ex.chains),
@@ -668,8 +697,16 @@ def _export_chain(c: ChainTrack) -> dict[str, Any]:
 def _restore(exchange: str, data: dict[str, Any], chains: dict[str, dict[str, Any]],
              policy: DetectionPolicy) -> ExchangeTrack:
     ex = ExchangeTrack(exchange)
-    ex.last_time, ex.last_tx, ex.last_chain = data["last"]
-    ex.snapshot = dict(data["snapshot"])
+    # the newest last payout and snapshot: the exchange-wide part's, or a chain part's saved after it
+    # (parts saved before the chain parts carried them have no count: -1, older than any)
+    newest = {"seq": data.get("last_seq", -1), "last": data["last"], "snapshot": data["snapshot"]}
+    for d in chains.values():
+        carried = d.get("last") if d else None
+        if carried is not None and carried["seq"] > newest["seq"]:
+            newest = carried
+    ex.last_seq = max(newest["seq"], 0)
+    ex.last_time, ex.last_tx, ex.last_chain = newest["last"]
+    ex.snapshot = dict(newest["snapshot"])
     ex.incident = _restore_incident(data["incident"])
     ex.suggestions = {chain: decode_as(raw, LabelSuggestion) for chain, raw in data.get("suggestions", {}).items()}
     for name, d in chains.items():

@@ -181,7 +181,14 @@ class TransferDedup:
 
 def _tx_prefixes_per_chunk(columns: Mapping[str, Sequence[Any]],
                            chunks: Sequence[Sequence[tuple[str, int, int]]]) -> list[list[str]]:
-    """The distinct tx hash prefixes of the rows each chunk of spans covers, in batch order."""
+    """The distinct tx hash prefixes of the rows each chunk of spans covers, in batch order.
+
+    Giving every chunk all of the batch's prefixes would find the same rows (the spans select, the
+    prefixes only narrow), but chunks are common, not a backfill's oddity: a batch of recent rows still has
+    one span per exchange, so more than 200 exchanges make several chunks. Measured at 1,000 exchanges and
+    5,000 rows: each chunk's query is ~100 KB with its own prefixes and ~440 KB with all of them, and the
+    driver's escaping takes ~5 ms rather than ~19 ms per batch.
+    """
     if len(chunks) == 1:
         return [list(dict.fromkeys(tx[:TX_PREFIX] for tx in columns["tx_hash"]))]
     where: dict[str, tuple[list[int], list[int]]] = {}  # exchange -> its spans' starts, their chunks

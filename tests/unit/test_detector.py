@@ -268,6 +268,8 @@ def test_state_saved_in_parts_restores_the_same_decisions_as_the_whole(detector)
     part = orjson.loads(orjson.dumps(detector.export_exchange("okx")))
     chains = {c: orjson.loads(orjson.dumps(detector.export_chain("okx", c))) for c in part["chain_names"]}
     assert part["chain_names"] == ["ethereum", "tron"]
+    carried = {"seq": part["last_seq"], "last": part["last"], "snapshot": part["snapshot"]}
+    assert all(c.pop("last") == carried for c in chains.values()), "each chain part carries the last payout"
     assert {**part, "chains": chains} == whole
     assert detector.export_chain("okx", "solana") == {} and detector.export_exchange("kraken") == {}
     fresh = OutageDetector(detector.policy, ManualClock(0))
@@ -277,6 +279,58 @@ def test_state_saved_in_parts_restores_the_same_decisions_as_the_whole(detector)
     assert states(sim.run(30 * 60, halted({"okx"}))) == [], "no re-emission after a restart"
     resolved = [e for e in sim.run(HOUR) if isinstance(e, OutageEvent)]
     assert [(e.state, e.outage_id) for e in resolved] == [(OutageState.RESOLVED, opened[-1].outage_id)]
+
+
+def saved(value: dict) -> dict:
+    return orjson.loads(orjson.dumps(value))
+
+
+def last_payout(detector: OutageDetector, exchange: str) -> tuple:
+    ex = detector.exchanges_[exchange]
+    return ex.last_seq, ex.last_time, ex.last_tx, ex.last_chain, ex.snapshot
+
+
+def test_a_withdrawal_leaves_the_exchange_wide_part_saved_before_still_right_but_its_last_payout(detector):
+    """The worker saves a withdrawal's chain part alone while the exchange's shape is unchanged and no
+    exchange-wide incident is open; the last payout and snapshot travel in that chain part. A restore from
+    the old exchange-wide part, the fresh part of the chain paid last and stale parts of the other chains
+    has the live exchange's last payout."""
+    sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
+    sim.run(12 * HOUR)
+    shape = detector.exchange_shape("okx")
+    assert shape == (2, False)
+    exchange_part = saved(detector.export_exchange("okx"))
+    stale = {c: saved(detector.export_chain("okx", c)) for c in ("ethereum", "tron")}
+    assert [e for e in sim.run(HOUR) if isinstance(e, OutageEvent)] == []
+    assert detector.exchange_shape("okx") == shape, "nothing the exchange-wide part holds besides the last payout"
+    paid_last = detector.exchanges_["okx"].last_chain
+    assert paid_last is not None
+    assert detector.exchanges_["okx"].last_seq > exchange_part["last_seq"]
+    fresh = OutageDetector(detector.policy, ManualClock(0))
+    fresh.restore_parts("okx", exchange_part, {**stale, paid_last: saved(detector.export_chain("okx", paid_last))})
+    assert last_payout(fresh, "okx") == last_payout(detector, "okx")
+    assert last_payout(fresh, "okx")[1:] != (*exchange_part["last"], exchange_part["snapshot"]), "it moved on"
+
+
+def test_a_retracted_last_payout_travels_in_the_part_of_its_chain(detector):
+    """A reorg that takes back the exchange's last payout moves the last payout to another chain's; the part
+    saved is the retracted chain's, and a restore must take the moved last payout from it."""
+    sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
+    sim.run(12 * HOUR)
+    exchange_part = saved(detector.export_exchange("okx"))
+    stale = {c: saved(detector.export_chain("okx", c)) for c in ("ethereum", "tron")}
+    ex = detector.exchanges_["okx"]
+    chain, block_hash, tx, log_index, _ = ex.chains[ex.last_chain].recent[-1].event_id.split(":")
+    assert tx == ex.last_tx
+    before = last_payout(detector, "okx")
+    block = ex.chains[chain].recent[-1].block
+    detector.on_transfer(replace(sim.withdrawal("okx", chain, ex.last_time, int(log_index)), block_number=block,
+                                 block_hash=block_hash, tx_hash=tx, removed=True))
+    after = last_payout(detector, "okx")
+    assert after[0] > before[0] and after[2] != tx, "the last payout moved back"
+    fresh = OutageDetector(detector.policy, ManualClock(0))
+    fresh.restore_parts("okx", exchange_part, {**stale, chain: saved(detector.export_chain("okx", chain))})
+    assert last_payout(fresh, "okx") == after
 
 
 def test_a_state_saved_with_hour_arrays_as_numbers_still_restores(detector):
