@@ -1,6 +1,6 @@
 """Connector throughput: blocks/s and events/s from a local anvil into Kafka.
 
-    .venv/bin/python bench/connector_throughput.py [--blocks 500] [--per-block 50] [--kafka HOST:PORT]
+    .venv/bin/python -m bench.connector_throughput [--blocks 500] [--per-block 50] [--kafka HOST:PORT]
 
 Prepares ``--blocks`` blocks on a fresh anvil (started here with ``infra/anvil.sh`` on a free port), each
 with ``--per-block`` labelled withdrawals from the exchange's hot wallet (native and ERC-20, half each),
@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.withdrawals import alternating_withdrawal
 from connectors.checkpoint import CheckpointFile
 from connectors.evm.backfill import Backfill
 from connectors.evm.config import EvmChainConfig
@@ -31,9 +32,8 @@ from connectors.evm.connector import EvmConnector
 from connectors.evm.rpc import JsonRpcSocket
 from connectors.label_watch import LabelSource
 from connectors.publisher import BlockPublisher, ensure_topics
-from haltwatch.evm_token import transfer_calldata
 from haltwatch.local import free_port, infra
-from haltwatch.traffic import TOKEN_ADDRESS, ExchangePlayer, random_address
+from haltwatch.traffic import ExchangePlayer
 from schemas.topics import Topics
 
 EXCHANGE = "bench-exchange"
@@ -50,13 +50,7 @@ async def prepare(ws_url: str, blocks: int, per_block: int, labels: Path) -> tup
         nonce = int(await rpc.call("eth_getTransactionCount", [player.hot, "pending"]), 16)
         started = time.monotonic()
         for b in range(blocks):
-            txs = []
-            for i in range(per_block):
-                user = random_address(rng)
-                if i % 2:
-                    txs.append({"from": player.hot, "to": user, "value": hex(10**15 + i)})
-                else:
-                    txs.append({"from": player.hot, "to": TOKEN_ADDRESS, "data": transfer_calldata(user, 10**6 + i)})
+            txs = [alternating_withdrawal(rng, player.hot, i) for i in range(per_block)]
             for tx in txs:  # explicit nonces let the sends of a block go out concurrently
                 tx["nonce"], nonce = hex(nonce), nonce + 1
             await asyncio.gather(*(rpc.call("eth_sendTransaction", [tx]) for tx in txs))

@@ -1,9 +1,10 @@
 """What Faust alone can move on this machine: ``python -m bench.faust_ceiling --kafka HOST:PORT --topic T --expect N``.
 
 A Faust app with one agent on one topic, consuming the way the worker's ``detect`` agent does
-(``streams/app.py``): ``stream.take_events`` with the worker's batch size and window, raw key and value
-serializers, ``value_type=bytes``, an in-memory store, ``consumer_auto_offset_reset="earliest"``, one agent
-instance. Nothing else runs in it: no table, no other agent, no sends, no web server. Two modes:
+(``streams/app.py``): the worker's consuming settings (:func:`streams.app.consuming_options`: raw key and
+value serializers, an in-memory store, ``consumer_auto_offset_reset="earliest"``), ``stream.take_events``
+with the worker's batch size and window, ``value_type=bytes``, one agent instance. Nothing else runs in it: no
+table, no other agent, no sends, no web server. Two modes:
 
 - ``noop``: the agent only counts the events of each batch. With one Kafka record per event this is the
   ceiling of any Faust pipeline on this machine, whatever its agents do;
@@ -40,7 +41,7 @@ import faust
 import orjson
 
 from schemas.codec import SchemaError, decode
-from streams.app import WorkerSettings
+from streams.app import WorkerSettings, consuming_options
 
 RESULT = "FAUST_CEILING "
 """Prefix of the result line on stdout (the rest is JSON)."""
@@ -54,15 +55,10 @@ def create_app(kafka: str, topic: str, partitions: int, app_id: str, datadir: st
     """The app (nothing connects until a worker starts it); its agent stops the process once it read ``expect``."""
     app = faust.App(
         app_id,
-        broker=f"kafka://{kafka}",
-        store="memory://",
-        topic_partitions=partitions,
+        **consuming_options(kafka, partitions),
         topic_replication_factor=1,
-        key_serializer="raw",
-        value_serializer="raw",
         web_enabled=False,
         datadir=datadir,
-        consumer_auto_offset_reset="earliest",
     )
     source = app.topic(topic, key_type=bytes, value_type=bytes, partitions=partitions)
     validate = mode == "decode"

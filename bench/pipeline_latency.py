@@ -1,6 +1,6 @@
 """End-to-end latency under load: a block on the node until its rows and outage decisions are in ClickHouse.
 
-    .venv/bin/python bench/pipeline_latency.py [--duration 150] [--blocks-per-s 4] [--per-block 250]
+    .venv/bin/python -m bench.pipeline_latency [--duration 150] [--blocks-per-s 4] [--per-block 250]
                                                [--exchanges 4] [--halt-after 60] [--poll-ms 15]
 
 Starts its own Kafka, ClickHouse server (Debian's 18.16) and anvil (``--no-mining``) on free ports with
@@ -71,11 +71,12 @@ import orjson
 from clickhouse_driver import Client
 from kafka import KafkaConsumer, TopicPartition
 
+from bench.withdrawals import alternating_withdrawal
 from connectors.evm.rpc import JsonRpcSocket
 from connectors.publisher import ensure_topics
-from haltwatch.evm_token import token_runtime, transfer_calldata
+from haltwatch.evm_token import token_runtime
 from haltwatch.local import REPO, PipelineProcesses, free_port, infra
-from haltwatch.traffic import TOKEN_ADDRESS, poisson, random_address
+from haltwatch.traffic import TOKEN_ADDRESS, poisson
 from schemas.codec import decode
 from schemas.records import ChainHead
 from streams.app import WorkerSettings
@@ -146,11 +147,7 @@ class Chain:
             self.nonces[e.hot] = int(await self.rpc.call("eth_getTransactionCount", [e.hot, "pending"]), 16)
 
     def _withdrawal(self, sender: str, i: int) -> dict[str, str]:
-        user = random_address(self.rng)
-        if i % 2:
-            tx = {"from": sender, "to": user, "value": hex(10**15 + i)}
-        else:
-            tx = {"from": sender, "to": TOKEN_ADDRESS, "data": transfer_calldata(user, 10**6 + i)}
+        tx = alternating_withdrawal(self.rng, sender, i)
         tx["gas"], tx["nonce"] = TX_GAS, hex(self.nonces[sender])
         self.nonces[sender] += 1
         return tx

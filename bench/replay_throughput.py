@@ -112,7 +112,7 @@ class CeilingRun:
     cpu_s: float
     load: str
     """``/proc/loadavg`` when it ended."""
-    peak_mb: float = 0.0
+    peak_mb: float
     """The process's VmHWM: what Faust alone holds, against which the worker's memory reads."""
 
     @property
@@ -149,7 +149,7 @@ def run_ceiling(kafka: str, topic: str, partitions: int, expect: int, mode: str,
     result = orjson.loads(lines[-1])
     if result.get("bad"):
         say(f"  faust {mode}: {result['bad']:,} records did not decode")
-    return CeilingRun(mode, result["records"], result["seconds"], result["cpu_s"], ended, result.get("peak_mb", 0.0))
+    return CeilingRun(mode, result["records"], result["seconds"], result["cpu_s"], ended, result["peak_mb"])
 
 
 def describe_ceiling(run: CeilingRun, raw_rate: float) -> None:

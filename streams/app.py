@@ -204,21 +204,33 @@ class WorkerApp(faust.App):
         await super().on_first_start()
 
 
+def consuming_options(kafka_bootstrap: str, partitions: int) -> dict[str, Any]:
+    """The Faust app settings that decide how the worker consumes its topics: broker, store, partitions,
+    raw key and value serializers, where a new consumer group starts.
+
+    :func:`create_app` builds the worker's app with them, and ``bench/faust_ceiling.py`` (what Faust alone
+    can move on a machine) builds its app with them too, so that the ceiling measures the worker's way of
+    consuming. The batch sizes are :class:`WorkerSettings`' ``detect_batch`` and ``detect_within_s``."""
+    return {
+        "broker": f"kafka://{kafka_bootstrap}",
+        "store": "memory://",
+        "topic_partitions": partitions,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "consumer_auto_offset_reset": "earliest",
+    }
+
+
 def create_app(settings: WorkerSettings) -> faust.App:
     """Build the Faust app; nothing connects until a worker starts it."""
     app = WorkerApp(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        topic_partitions=settings.partitions,
+        **consuming_options(settings.kafka_bootstrap, settings.partitions),
         topic_replication_factor=settings.replication_factor,
-        key_serializer="raw",
-        value_serializer="raw",
         web_host=settings.web_host,
         web_port=settings.web_port,
         datadir=str(settings.data_dir),
         producer_acks=-1,
-        consumer_auto_offset_reset="earliest",
     )
     topics = settings.topics
 

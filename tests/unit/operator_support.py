@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from haltwatch.traffic import poisson
 from schemas.records import ChainHead, Direction, TransferEvent
 from streams.detection import ChainMonitor, DetectionPolicy, ManualClock, OutageDetector
 
@@ -39,7 +40,7 @@ class Feed:
             self.time += BLOCK_S
             self.clock.advance(0.05)
             block_hash = f"0x{self.number:064x}"
-            for _ in range(self._poisson(per_block)):
+            for _ in range(poisson(self.rng, per_block)):
                 event = self.transfer(block_hash)
                 self.transfers.append(event)
                 self.outputs += self.detector.on_transfer(event)
@@ -49,12 +50,3 @@ class Feed:
             self.outputs += self.detector.on_head(head)
             self.monitor.on_head(head)
             self.on_head(head)
-
-    def _poisson(self, mean: float) -> int:
-        if mean <= 0:
-            return 0
-        k, p, limit = 0, self.rng.random(), 2.718281828459045 ** -mean
-        while p > limit:
-            k += 1
-            p *= self.rng.random()
-        return k

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 import orjson
 import pytest
 
+from haltwatch.traffic import poisson
 from schemas import ChainHead, CorrelatedIncident, Direction, OutageEvent, OutageState, TransferEvent
 from streams.detection import EXCHANGE_WIDE, DetectionPolicy, ManualClock, OutageDetector
 
@@ -64,7 +65,7 @@ class Sim:
                     continue
                 size = self.batch.get((exchange, ch), 1)
                 mean = per_hour * factor(exchange, ch, t) * self.intervals[chain] / 3600 / size
-                for b in range(_poisson(self.rng, mean)):
+                for b in range(poisson(self.rng, mean)):
                     for i in range(size):
                         self.outputs += self.detector.on_transfer(self.withdrawal(exchange, chain, t, b * size + i))
                         self.last_paid[exchange] = t
@@ -72,14 +73,6 @@ class Sim:
             nxt[chain] = t + self.intervals[chain]
         self.now = end
         return self.outputs[start:]
-
-
-def _poisson(rng: random.Random, mean: float) -> int:
-    limit, k, p = math.exp(-mean), 0, rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
 
 
 def states(events: list) -> list[tuple[str, list[str]]]:
