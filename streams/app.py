@@ -343,7 +343,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         owners.setdefault(partition, set()).add(exchange)
         loaded.add((exchange, partition))
 
-    def save(exchange: str, chain: str | None, partition: int) -> None:
+    async def save(exchange: str, chain: str | None, partition: int) -> None:
         if exchange not in detector.exchanges_:
             return  # forgotten by a rebalance: its events are read again
         raw = part_value(detector, exchange, chain, partition)
@@ -353,7 +353,19 @@ def create_app(settings: WorkerSettings) -> faust.App:
         # what ``state_table[key] = raw`` does, with the partition given: parts are saved at the end of a
         # batch, where Faust has no current event to take the partition from
         state_table.data[key] = raw
-        state_table.send_changelog(partition, key, raw)
+        # Sent now rather than through ``send_changelog``'s buffer: a batch saves hundreds of parts, and
+        # the buffer, once over 100 messages, makes Faust drain it one message per ``wait_for`` before it
+        # delivers the next record. ``force``: not deferred to an event's ack. Either way Faust flushes the
+        # producer before it commits the batch's offsets.
+        await state_table.changelog_topic.send(
+            key=key,
+            value=raw,
+            partition=partition,
+            key_serializer=state_table.key_serializer,
+            value_serializer=state_table.value_serializer,
+            callback=state_table._on_changelog_sent,
+            force=True,
+        )
 
     def restore_partition(partition: int, batch: DetectBatch) -> None:
         """After a restart or rebalance, exchanges of this partition are known only to the table."""
@@ -398,7 +410,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                     await dead_letter(event.value, f"detector error: {exc!r}", f"topic:{topics.transfers}")
             note_heads(batch)
             for (exchange, chain), partition in batch.dirty.items():
-                save(exchange, chain, partition)
+                await save(exchange, chain, partition)
                 if chain is not None:
                     head_unsaved.get(partition, set()).discard((exchange, chain))
             if events and time.time() - events[-1].message.timestamp < LIVE_LAG_S:
