@@ -460,12 +460,14 @@ def create_app(settings: WorkerSettings) -> faust.App:
             return
         if isinstance(record, TransferEvent):
             load(record.exchange, partition, batch)
-            shape = detector.exchange_shape(record.exchange)
-            outputs = detector.on_transfer(record)
             if record.direction is Direction.WITHDRAWAL:  # deposits and internal moves leave the state as it was
+                shape = detector.exchange_shape(record.exchange)
+                outputs = detector.on_transfer(record)
                 batch.dirty[(record.exchange, record.chain)] = partition  # carries the exchange's last payout
                 if shape[1] or detector.exchange_shape(record.exchange) != shape:
                     batch.dirty[(record.exchange, None)] = partition
+            else:
+                outputs = detector.on_transfer(record)
             if outputs:
                 await emit(outputs)
                 await publish_status(changed_parts(outputs, partition, batch))
