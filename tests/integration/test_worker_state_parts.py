@@ -9,6 +9,7 @@ restart after the upgrade still finds every chain.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import orjson
@@ -99,22 +100,26 @@ def topic_config(kafka: str, topic: str) -> dict[str, str]:
     return {name: entry["value"] for name, entry in described["topic"][topic].items()}
 
 
-def changelog(kafka: str, topic: str) -> dict[str, dict]:
-    """The latest value of every key in the state table's changelog."""
+def changelog_messages(kafka: str, topic: str) -> list[tuple[str, dict]]:
+    """Every (key, value) in the state table's changelog, in order within each partition."""
     consumer = KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False, group_id=None)
     try:
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         ends = consumer.end_offsets(parts)
-        latest: dict[str, dict] = {}
+        messages: list[tuple[str, dict]] = []
         while any(consumer.position(tp) < ends[tp] for tp in parts):
             for records in consumer.poll(timeout_ms=1000).values():
-                for r in records:
-                    latest[orjson.loads(r.key)] = orjson.loads(r.value)
-        return latest
+                messages.extend((orjson.loads(r.key), orjson.loads(r.value)) for r in records)
+        return messages
     finally:
         consumer.close()
+
+
+def changelog(kafka: str, topic: str) -> dict[str, dict]:
+    """The latest value of every key in the state table's changelog (each key lives on one partition)."""
+    return dict(changelog_messages(kafka, topic))
 
 
 def okx_rows(pipeline: PipelineProcesses, head: int, timeout_s: float = 60.0) -> dict[str, dict]:
@@ -173,7 +178,8 @@ def test_a_whole_state_is_carried_on_and_rewritten_in_parts(kafka, tmp_path):
         publish(kafka, pipeline.topics.transfers, trace.blocks(341, 350))
         pipeline.start_worker()
         pipeline.wait_worker_ready()
-        rows = okx_rows(pipeline, 350)
+        # the new worker joins the group only once the killed one's session expired (~60 s; one run took 57 s)
+        rows = okx_rows(pipeline, 350, timeout_s=150)
         for chain in CHAINS:
             assert rows[chain]["withdrawals_seen"] == saved_withdrawals[chain] + 25, rows
     finally:
@@ -210,5 +216,51 @@ def test_heads_without_payouts_are_saved_on_their_own_budget(kafka, tmp_path):
         assert heads == dict.fromkeys(CHAINS, 51), "the last payouts were at block 40; heads moved the parts on"
         for chain in CHAINS:
             assert stored[part_key("okx", chain)]["state"]["n"][0] == 20, "heads alone add no withdrawal"
+    finally:
+        pipeline.stop()
+
+
+def test_a_withdrawal_rewrites_its_chain_part_and_the_exchange_part_only_when_it_changes(kafka, tmp_path):
+    """Each chain part carries the exchange's last payout, so a batch of withdrawals rewrites the chain parts
+    and leaves the exchange-wide part alone unless a chain is added or an exchange-wide incident is open.
+    Before, every batch that saved a chain part saved the exchange-wide part too: at least as many of its
+    messages as of any chain's. What the changelog holds, loaded the way a restarting worker loads it
+    (``restore_parts``), has the last payout, which only the chain parts hold."""
+    trace = Trace()
+    pipeline = PipelineProcesses(tmp_path / "run", kafka, "ws://127.0.0.1:1", tmp_path / "labels.toml",
+                                 f"lastpay{int(time.time() * 1000)}", partitions=PARTITIONS)
+    ensure_topics(kafka, pipeline.topics, PARTITIONS)
+    table_topic = f"{pipeline.app_id}-detector-state-changelog"
+    try:
+        pipeline.start_worker()
+        pipeline.wait_worker_ready()
+        for first in range(1, 41, 4):  # ten batches, each with a withdrawal on both chains
+            publish(kafka, pipeline.topics.transfers, trace.blocks(first, first + 3))
+            okx_rows(pipeline, first + 3)
+        # payouts without heads: no head save (which writes the exchange-wide part too) can follow them
+        publish(kafka, pipeline.topics.transfers, [trace.withdrawal(chain, 44) for chain in CHAINS])
+
+        deadline = time.monotonic() + 30  # the batch's parts are sent after /detector already shows it
+        while True:
+            messages = changelog_messages(kafka, table_topic)
+            latest = dict(messages)
+            done = [latest.get(part_key("okx", c), {}).get("state", {}).get("n", [0])[0] for c in CHAINS]
+            if done == [21, 21] or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert done == [21, 21], done
+        counts = Counter(key for key, _ in messages)
+        chain_counts = [counts[part_key("okx", c)] for c in CHAINS]
+        assert min(chain_counts) >= 11, counts
+        assert counts["okx"] < min(chain_counts), counts
+        exchange_part = latest["okx"]["state"]
+        assert exchange_part["last"][1] != "0xbetatx00000044", "the payouts alone left the exchange-wide part"
+
+        restored = OutageDetector(DetectionPolicy(), ManualClock(0), correlate=False)
+        chains = {c: latest[part_key("okx", c)]["state"] for c in exchange_part["chain_names"]}
+        restored.restore_parts("okx", exchange_part, chains)
+        last = restored.exchanges_["okx"]
+        # block 44 pays on both chains at the same time; beta's payout is read after alpha's
+        assert (last.last_time, last.last_tx, last.last_chain) == (T0 + 44 * BLOCK_S, "0xbetatx00000044", "beta")
     finally:
         pipeline.stop()
