@@ -52,6 +52,7 @@ from kafka import TopicPartition as SyncPartition
 
 from bench.faust_ceiling import MODES, RESULT
 from bench.replay_topic import ReplayPlan, produce
+from connectors.block_layout import TransferLayout
 from connectors.publisher import ensure_topics
 from haltwatch.local import PipelineProcesses, free_port, infra
 from schemas.codec import decode_as
@@ -115,10 +116,6 @@ class CeilingRun:
     peak_mb: float
     """The process's VmHWM: what Faust alone holds, against which the worker's memory reads."""
 
-    @property
-    def rate(self) -> float:
-        return self.records / self.seconds
-
 
 CEILING_LABELS = {"noop": "faust alone, no-op take_events agent", "decode": "faust alone + validating decode"}
 
@@ -152,10 +149,12 @@ def run_ceiling(kafka: str, topic: str, partitions: int, expect: int, mode: str,
     return CeilingRun(mode, result["records"], result["seconds"], result["cpu_s"], ended, result["peak_mb"])
 
 
-def describe_ceiling(run: CeilingRun, raw_rate: float) -> None:
-    say(f"{CEILING_LABELS[run.mode]}: {run.records:,} records in {run.seconds:.1f} s = {run.rate:,.0f} events/s "
-        f"({run.rate / raw_rate:.3f} of raw), CPU {run.cpu_s:.1f} s = "
-        f"{run.records / max(run.cpu_s, 1e-9):,.0f} events per CPU-second, peak VmHWM {run.peak_mb:.0f} MB; "
+def describe_ceiling(run: CeilingRun, raw_rate: float, events: int) -> None:
+    """``events``: what the topic's records hold (the run read them all)."""
+    rate = events / run.seconds
+    say(f"{CEILING_LABELS[run.mode]}: {run.records:,} records in {run.seconds:.1f} s = {rate:,.0f} events/s "
+        f"({rate / raw_rate:.3f} of raw), CPU {run.cpu_s:.1f} s = "
+        f"{events / max(run.cpu_s, 1e-9):,.0f} events per CPU-second, peak VmHWM {run.peak_mb:.0f} MB; "
         f"load {run.load}")
 
 
@@ -330,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for one pipeline run")
     parser.add_argument("--ceiling-timeout", type=float, default=900.0, help="seconds allowed for one Faust-alone run")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (worker logs)")
+    parser.add_argument("--transfer-records", choices=[v.value for v in TransferLayout], default="block",
+                        help="the transfers topic's layout, as a connector writes it (connectors/block_layout.py)")
     args = parser.parse_args(argv)
     layouts = [LAYOUTS[key] for key in args.layouts.split(",") if key]
     if not layouts or any(key not in LAYOUTS for key in args.layouts.split(",") if key):
@@ -352,11 +353,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for prefix in prefixes:
                 ensure_topics(kafka, Topics(prefix), args.partitions)
             started = time.perf_counter()
-            produced = produce(kafka, [Topics(p).transfers for p in prefixes], args.partitions, plan)
+            layout_of_records = TransferLayout(args.transfer_records)
+            produced = produce(kafka, [Topics(p).transfers for p in prefixes], args.partitions, plan, layout_of_records)
             say(f"topic: {plan.exchanges} exchanges x {plan.chains} chains, {plan.blocks} blocks per chain "
                 f"({plan.blocks * plan.block_s / 3600:.1f} h of chain time), {args.partitions} partitions: "
                 f"{produced.transfers:,} transfers ({produced.withdrawals:,} withdrawals) + {produced.heads:,} heads "
-                f"x {args.partitions} partitions = {produced.messages:,} records; {len(prefixes)} copies written "
+                f"x {args.partitions} partitions = {produced.events:,} events in {produced.records:,} records "
+                f"({layout_of_records.value} layout); {len(prefixes)} copies written "
                 f"in {time.perf_counter() - started:.0f} s")
             say(f"scripted halts: {plan.halt_all} exchange-wide, {plan.halt_one} on one chain "
                 f"({', '.join(sorted(plan.halting))}), blocks {plan.halt_from}.."
@@ -364,19 +367,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             topic = Topics(prefixes[0]).transfers
             ends = end_offsets(kafka, topic)
             count, seconds = asyncio.run(raw_consume(kafka, topic, ends))
-            raw_rate = count / seconds
+            raw_rate = produced.events / seconds  # it read every record, so every event
             say(f"raw aiokafka consume: {count:,} records in {seconds:.1f} s = {raw_rate:,.0f} events/s; load {load()}")
             ceiling_rate: float | None = None
             if not args.skip_ceiling:
                 for mode in MODES:  # own consumer groups, never the pipeline's {prefix}-worker
                     ceiling = run_ceiling(kafka, topic, args.partitions, sum(ends.values()), mode,
                                           f"{prefixes[0]}-faust-ceiling-{mode}", work, args.ceiling_timeout)
-                    describe_ceiling(ceiling, raw_rate)
+                    describe_ceiling(ceiling, raw_rate, produced.events)
                     if mode == "noop":
-                        ceiling_rate = ceiling.rate
+                        ceiling_rate = produced.events / ceiling.seconds
             runs = []
             for layout, prefix in zip(layouts, prefixes, strict=True):
-                run = run_pipeline(kafka, clickhouse, prefix, produced.transfers, produced.messages,
+                run = run_pipeline(kafka, clickhouse, prefix, produced.transfers, produced.events,
                                    args.partitions, layout, work, args.timeout)
                 describe(run, raw_rate, ceiling_rate)
                 runs.append(run)

@@ -1,11 +1,13 @@
 """A replayable transfers topic for throughput benchmarks: many exchanges on many chains, a few halting.
 
 The records are the contract's (:mod:`schemas.records`, encoded with :func:`schemas.codec.encode`) and are
-laid out the way :class:`connectors.publisher.BlockPublisher` lays them out: per block, the transfers keyed
-by exchange first, then the block's :class:`ChainHead` once to every partition of the transfers topic. One
-producer with idempotence keeps each partition's order, so a head still follows its block's transfers
-without waiting for acknowledgements block by block (that wait is what makes a connector slow, and here only
-the consumer side is measured).
+laid out the way :class:`connectors.publisher.BlockPublisher` lays them out in either layout
+(``connectors/block_layout.py``): ``block``, one :class:`BlockTransfers` per block and partition, or
+``event``, per block the transfers keyed by exchange first, then the block's :class:`ChainHead` once to
+every partition of the transfers topic. One producer with idempotence keeps each partition's order, so a
+head still follows its block's transfers without waiting for acknowledgements block by block (that wait is
+what makes a connector slow, and here only the consumer side is measured). Either layout holds the same
+events: the transfers and every head once per partition.
 
 Traffic: every (exchange, chain) pays out with probability ``withdraw_p`` per block and receives deposits
 with ``deposit_p``, so that after about an hour of chain time every pair is warm. The first ``halt_all``
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaProducer
 
+from connectors.block_layout import TransferLayout, block_records
 from schemas.codec import encode
 from schemas.records import ChainHead, Direction, TransferEvent
 
@@ -60,11 +63,9 @@ class ReplayPlan:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
-    key: bytes
-    value: bytes
-    head: bool
-    """A chain head: sent once to every partition."""
+class Block:
+    head: ChainHead
+    transfers: list[TransferEvent]
 
 
 def tx_hash(chain: int, block: int, index: int) -> str:
@@ -73,7 +74,7 @@ def tx_hash(chain: int, block: int, index: int) -> str:
     return "0x" + hashlib.sha256(f"{chain}:{block}:{index}".encode()).hexdigest()
 
 
-def messages(plan: ReplayPlan) -> Iterator[Message]:
+def blocks(plan: ReplayPlan) -> Iterator[Block]:
     """The whole topic in publishing order: block by block, chain by chain."""
     rng = random.Random(plan.seed)
     names = [plan.exchange(e) for e in range(plan.exchanges)]
@@ -84,6 +85,7 @@ def messages(plan: ReplayPlan) -> Iterator[Message]:
             parent_hash = f"0x{c:02x}{block - 1:062x}"
             block_time = GENESIS + block * plan.block_s + c
             index = 0
+            transfers = []
             for e, exchange in enumerate(names):
                 draw = rng.random()
                 if draw < plan.withdraw_p:
@@ -104,21 +106,23 @@ def messages(plan: ReplayPlan) -> Iterator[Message]:
                     exchange=exchange, direction=direction,
                 )
                 index += 1
-                yield Message(exchange.encode(), encode(event), head=False)
-            head = ChainHead(chain, block, block_hash, parent_hash, block_time, float(block_time))
-            yield Message(chain.encode(), encode(head), head=True)
+                transfers.append(event)
+            yield Block(ChainHead(chain, block, block_hash, parent_hash, block_time, float(block_time)), transfers)
 
 
 @dataclass
 class Produced:
     transfers: int = 0
     heads: int = 0
-    messages: int = 0
-    """Records on the transfers topic (each head counts once per partition)."""
+    records: int = 0
+    """Kafka records on the transfers topic."""
+    events: int = 0
+    """Events they hold: the transfers, and each head once per partition (the same in either layout)."""
     withdrawals: int = 0
 
 
-def produce(bootstrap: str, topics: list[str], partitions: int, plan: ReplayPlan) -> Produced:
+def produce(bootstrap: str, topics: list[str], partitions: int, plan: ReplayPlan,
+            layout: TransferLayout = TransferLayout.BLOCK) -> Produced:
     """Write the plan's records to each of ``topics`` (identical copies) and wait for every acknowledgement."""
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
@@ -131,22 +135,29 @@ def produce(bootstrap: str, topics: list[str], partitions: int, plan: ReplayPlan
     )
     counts = Produced()
     failed: list[BaseException] = []
+    every = list(range(partitions))
+
+    def send(key: bytes, value: bytes, partition: int | None = None) -> None:
+        for topic in topics:
+            producer.send(topic, key=key, value=value, partition=partition).add_errback(failed.append)
+        counts.records += 1
+
     try:
-        for message in messages(plan):
-            for topic in topics:
-                if message.head:
-                    for p in range(partitions):
-                        producer.send(topic, key=message.key, value=message.value, partition=p).add_errback(
-                            failed.append)
-                else:
-                    producer.send(topic, key=message.key, value=message.value).add_errback(failed.append)
-            if message.head:
-                counts.heads += 1
-                counts.messages += partitions
+        for block in blocks(plan):
+            head, key = block.head, block.head.chain.encode()
+            if layout is TransferLayout.BLOCK:
+                for partition, record in block_records(head, block.transfers, every):
+                    send(key, encode(record), partition)
             else:
-                counts.transfers += 1
-                counts.messages += 1
-                counts.withdrawals += b'"withdrawal"' in message.value
+                for transfer in block.transfers:
+                    send(transfer.exchange.encode(), encode(transfer))
+                head_bytes = encode(head)
+                for partition in every:
+                    send(key, head_bytes, partition)
+            counts.heads += 1
+            counts.transfers += len(block.transfers)
+            counts.withdrawals += sum(t.direction is Direction.WITHDRAWAL for t in block.transfers)
+            counts.events += len(block.transfers) + partitions
             if failed:
                 raise RuntimeError(f"Kafka refused a send: {failed[0]!r}")
         producer.flush(timeout=300)

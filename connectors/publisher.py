@@ -1,9 +1,11 @@
 """Publish one block's events to Kafka with kafka-python, in an order consumers can rely on.
 
-Per block: every transfer (keyed by exchange) is sent and acknowledged first; only then is the block's
-head sent to the heads topic and to *every* partition of the transfers topic. So in each transfers
-partition the head of block N follows all of that partition's transfers of block N, and a consumer that
-sees the head knows the block is complete for its exchanges. ``flush()`` alone does not say whether sends
+Per block, in the ``block`` layout (``connectors/block_layout.py``): every partition of the transfers topic
+gets one :class:`BlockTransfers` record with its share of the block's transfers and the block's head; in
+the ``event`` layout every transfer is sent keyed by exchange and then the head to *every* partition.
+Either way the transfers topic's records are acknowledged before the head goes to the heads topic, and in
+each transfers partition the head of block N follows all of that partition's transfers of block N, so a
+consumer that sees the head knows the block is complete for its exchanges. ``flush()`` alone does not say whether sends
 succeeded, so each send's future is checked and a failure is raised, never dropped.
 
 Backpressure: the caller publishes one block at a time and waits for its acknowledgements before it
@@ -28,6 +30,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
+from connectors.block_layout import TransferLayout, block_records
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, create_missing
 from schemas.codec import encode
 from schemas.records import ChainHead, DeadLetter, FeedHeartbeat, LabelSuggestion, Record, TransferEvent
@@ -68,9 +71,16 @@ def ensure_topics(
 class BlockPublisher:
     """A kafka-python producer that publishes whole blocks, synchronously, with delivery checked."""
 
-    def __init__(self, bootstrap: str, topics: Topics, send_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Topics,
+        send_timeout_s: float = 60.0,
+        layout: TransferLayout = TransferLayout.BLOCK,
+    ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
+        self.layout = layout
         self.send_timeout_s = send_timeout_s
         self._producer: KafkaProducer | None = None
         self._transfer_partitions: list[int] = []
@@ -151,16 +161,23 @@ class BlockPublisher:
     def publish_block(
         self, head: ChainHead, transfers: Sequence[TransferEvent], suggestions: Sequence[LabelSuggestion] = ()
     ) -> None:
-        """Send a block's transfers (and label suggestions), wait for all acks, then its head (heads topic +
-        every partition)."""
-        futures = [self._send(self.topics.transfers, t.exchange.encode(), t) for t in transfers]
-        futures += [self._send(self.topics.transfers, s.exchange.encode(), s) for s in suggestions]
-        self._wait(futures, f"{head.chain} block {head.number} transfers")
-        head_bytes = encode(head)
+        """Send a block's label suggestions and transfers with its head on every transfers partition, wait for
+        all acks, then its head on the heads topic."""
+        what = f"{head.chain} block {head.number}"
         key = head.chain.encode()
+        futures = [self._send(self.topics.transfers, s.exchange.encode(), s) for s in suggestions]
+        if self.layout is TransferLayout.BLOCK:
+            records = block_records(head, transfers, self._partitions())
+            futures += [self._send(self.topics.transfers, key, record, partition=p) for p, record in records]
+            self._wait(futures, f"{what} transfers")
+            self._wait([self._send(self.topics.heads, key, head)], f"{what} head")
+            return
+        futures += [self._send(self.topics.transfers, t.exchange.encode(), t) for t in transfers]
+        self._wait(futures, f"{what} transfers")
+        head_bytes = encode(head)
         futures = [self._send(self.topics.heads, key, head_bytes)]
         futures += [self._send(self.topics.transfers, key, head_bytes, partition=p) for p in self._partitions()]
-        self._wait(futures, f"{head.chain} block {head.number} head")
+        self._wait(futures, f"{what} head")
 
     def publish_retractions(self, transfers: Sequence[TransferEvent]) -> None:
         """Send retractions (``removed=True``) keyed like the originals, so each lands after its original."""

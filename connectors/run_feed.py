@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from connectors.addresses import tron_address
+from connectors.block_layout import TransferLayout
 from connectors.checkpoint import EXIT_CHECKPOINT, CheckpointError, CheckpointFile
 from connectors.family import ChainFamily
 from connectors.feed import ChainFeed, FeedConfig
@@ -70,8 +71,9 @@ def run_process(chain: str, kafka: str, topics: Topics, partitions: int, metrics
     """Topics, a producer and the metrics endpoint, then ``main`` until it returns. A configuration error found
     on the way (wrong network) is logged and becomes :data:`EXIT_CONFIG`; a checkpoint that cannot be read or
     written, at start-up or still failing when stopped, becomes :data:`EXIT_CHECKPOINT`."""
+    layout = TransferLayout.from_env()  # a bad value is a configuration error before anything connects
     ensure_topics(kafka, topics, partitions, replication_factor=replication_factor)
-    publisher = BlockPublisher(kafka, topics)
+    publisher = BlockPublisher(kafka, topics, layout=layout)
     metrics = ConnectorMetrics(chain)
     metrics.serve(metrics_port)
     try:

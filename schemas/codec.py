@@ -69,6 +69,18 @@ def _check_for(annotation: Any, name: str) -> tuple[Check, bool]:
             return {key_check(k): value_check(v) for k, v in value.items()}
 
         return dict_of, False
+    if annotation in RECORD_TYPES:  # a record inside a record (a block's transfers)
+        nested: Any = annotation
+
+        def record(value: Any) -> Any:
+            if not isinstance(value, dict):
+                raise SchemaError(f"{name}: expected a {nested.TYPE} object, got {type(value).__name__}")
+            try:
+                return _build(nested, _SPECS[nested.TYPE][1], value)
+            except SchemaError as exc:
+                raise SchemaError(f"{name}.{exc}") from None
+
+        return record, False
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):
         # a dict lookup, not ``enum_type(value)``: the enum call was a visible share of decoding a transfer
         members: dict[Any, Any] = {m.value: m for m in annotation}
@@ -151,17 +163,22 @@ def from_dict(data: Any) -> Record:
     entry = _SPECS.get(type_tag) if isinstance(type_tag, str) else None
     if entry is None:
         raise SchemaError(f"type: unknown record type {type_tag!r}; expected one of {sorted(_SPECS)}")
+    record_type, specs = entry
+    return typing.cast(Record, _build(record_type, specs, data))
+
+
+def _build(record_type: type[Any], specs: tuple[_FieldSpec, ...], data: dict[str, Any]) -> Any:
+    """One record from its validated fields (a record nested in another too: a block's transfers)."""
     version = data.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise SchemaError(f"schema_version: this reader understands {SCHEMA_VERSION}, got {version!r}")
-    record_type, specs = entry
     kwargs: dict[str, Any] = {}
     for spec in specs:
         if spec.name in data:
             kwargs[spec.name] = spec.check(data[spec.name])
         elif spec.required:
-            raise SchemaError(f"{spec.name}: missing in {type_tag} record")
-    return typing.cast(Record, record_type(**kwargs))
+            raise SchemaError(f"{spec.name}: missing in {record_type.TYPE} record")
+    return record_type(**kwargs)
 
 
 def decode(payload: bytes | str) -> Record:

@@ -46,6 +46,8 @@ def _schema_for(annotation: Any) -> dict[str, Any]:
         return {"type": "array", "items": _schema_for(args[0])}
     if origin is dict:
         return {"type": "object", "additionalProperties": _schema_for(args[1])}
+    if annotation in RECORD_TYPES:  # a record inside a record (a block's transfers)
+        return {"$ref": f"urn:haltwatch:schema:{annotation.TYPE}:v{SCHEMA_VERSION}"}
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):
         return {"type": "string", "enum": [m.value for m in annotation]}
     simple = {bool: "boolean", int: "integer", float: "number", str: "string"}

@@ -1,8 +1,10 @@
 """The Faust worker: detection, correlation, chain monitoring, ClickHouse sinks and a small JSON API.
 
 Agents and the state they own:
-- ``detect`` reads the transfers topic (transfers keyed by exchange, plus every block's head written to
-  every partition) in batches (``take_events``), feeds :class:`OutageDetector` event by event, keeps the
+- ``detect`` reads the transfers topic (per block and partition a ``block_transfers`` record: the transfers
+  of the partition's exchanges, then the block's head; or, from a connector in the ``event`` layout,
+  transfers keyed by exchange and every block's head written to every partition) in batches
+  (``take_events``), feeds :class:`OutageDetector` event by event, keeps the
   detector state in a changelog-backed table, and sends outage state changes to the outage topic. The table
   holds each exchange's state in parts, one exchange-wide and one per (exchange, chain), and a batch saves
   only the parts its events changed, each once: a withdrawal changes one chain's ~4 KB, where the whole
@@ -46,8 +48,9 @@ from faust.types import EventT
 from faust.web import Request, Response, View
 
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, declare_topics
-from schemas.codec import SchemaError, decode
+from schemas.codec import SchemaError, decode, encode
 from schemas.records import (
+    BlockTransfers,
     ChainHead,
     ChainStatus,
     CorrelatedIncident,
@@ -177,12 +180,13 @@ class WorkerSettings:
     data_dir: Path = Path(".haltwatch/worker")
     sink_batch: int = 5_000
     sink_within_s: float = 0.25
-    detect_batch: int = 20_000
-    """Events per ``detect`` batch at most (bounds the unacked events held in memory)."""
+    detect_batch: int = 2_000
+    """Records per ``detect`` batch at most: bounds the unacked records held in memory (a ``block_transfers``
+    record holds up to 128 transfers, ~58 KB). While catching up, the batch fills with whatever arrived in
+    ``detect_within_s``; live, a batch is a few records."""
     detect_within_s: float = 0.2
     """Longest wait to fill a ``detect`` batch: what batching may add to a decision's latency (the product
-    asks for decisions queryable within a second). Every batch saves each exchange it touched, and the worker
-    processes far fewer than ``detect_batch`` events in this time even while replaying a backlog, so a shorter
+    asks for decisions queryable within a second). Every batch saves each part it touched once, so a shorter
     window also means more saves: replay throughput and memory depend on it (``docs/benchmarks.md``)."""
     chain_check_s: float = 2.0
     policy: DetectionPolicy = field(default_factory=DetectionPolicy)
@@ -401,13 +405,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 try:
                     await detect_one(event, batch)
                 except Exception as exc:  # one bad event must never crash-loop the agent
-                    log.exception(
-                        "detector failed on %s[%d]@%d",
-                        event.message.topic,
-                        event.message.partition,
-                        event.message.offset,
-                    )
-                    await dead_letter(event.value, f"detector error: {exc!r}", f"topic:{topics.transfers}")
+                    await detector_failed(event, exc, event.value)
             note_heads(batch)
             for (exchange, chain), partition in batch.dirty.items():
                 await save(exchange, chain, partition)
@@ -458,6 +456,22 @@ def create_app(settings: WorkerSettings) -> faust.App:
         except SchemaError as exc:
             await dead_letter(event.value, str(exc), f"topic:{topics.transfers}")
             return
+        if not isinstance(record, BlockTransfers):
+            await detect_record(record, partition, batch, event.value)
+            return
+        for one in record.records():  # a block's transfers for this partition, then its head
+            try:
+                await detect_record(one, partition, batch, event.value)
+            except Exception as exc:  # the rest of the block (its head above all) still counts
+                await detector_failed(event, exc, encode(one))
+
+    async def detector_failed(event: EventT[bytes], exc: Exception, raw: bytes) -> None:
+        log.exception(
+            "detector failed on %s[%d]@%d", event.message.topic, event.message.partition, event.message.offset
+        )
+        await dead_letter(raw, f"detector error: {exc!r}", f"topic:{topics.transfers}")
+
+    async def detect_record(record: Record, partition: int, batch: DetectBatch, raw: bytes) -> None:
         if isinstance(record, TransferEvent):
             load(record.exchange, partition, batch)
             if record.direction is Direction.WITHDRAWAL:  # deposits and internal moves leave the state as it was
@@ -494,7 +508,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             await emit(outputs)
             await publish_status(changed)
         else:
-            await dead_letter(event.value, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
+            await dead_letter(raw, f"unexpected {record.TYPE} record", f"topic:{topics.transfers}")
         hooks.observe(record)
 
     async def publish_stale_status() -> None:
@@ -597,28 +611,35 @@ def create_app(settings: WorkerSettings) -> faust.App:
             stopping.set()  # only shutdown cancels the agents: let the thread give up too
             raise
 
-    Events = list[EventT[bytes]]
-
-    async def decoded(events: Events, source: str) -> list[tuple[Record, EventT[bytes]]]:
-        good: list[tuple[Record, EventT[bytes]]] = []
-        for event in events:
-            try:
-                good.append((decode(event.value), event))
-            except SchemaError as exc:
-                if source != topics.transfers:  # ``detect`` dead-letters the transfers topic's bad input
-                    await dead_letter(event.value, str(exc), f"topic:{source}")
-        return good
+    async def decoded(event: EventT[bytes], source: str) -> Record | None:
+        try:
+            return decode(event.value)
+        except SchemaError as exc:
+            if source != topics.transfers:  # ``detect`` dead-letters the transfers topic's bad input
+                await dead_letter(event.value, str(exc), f"topic:{source}")
+            return None
 
     def sink_agent(source: Any, name: str, tables: dict[type[Any], tuple[str, Callable[..., dict[str, Any]]]]) -> None:
         async def sink(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
+                # A table's rows are written as soon as they make a full batch, not when the whole batch of
+                # records is read: one ``block_transfers`` record holds hundreds of rows, and a batch of
+                # them built at once took ~300 MB. The records are acked only after the last insert.
                 rows: dict[str, list[dict[str, Any]]] = {}
-                for record, event in await decoded(list(events), source.get_topic_name()):
-                    target = tables.get(type(record))
-                    if target is not None:
+                for event in events:
+                    record = await decoded(event, source.get_topic_name())
+                    if record is None:
+                        continue
+                    offset = event.message.offset
+                    if isinstance(record, BlockTransfers):
+                        # (its head is stored from the heads topic)
+                        rows.setdefault("transfers", []).extend(transfer_row(t, offset) for t in record.transfers)
+                    elif (target := tables.get(type(record))) is not None:
                         table, to_row = target
-                        row = to_row(record, event.message.offset) if table == "transfers" else to_row(record)
+                        row = to_row(record, offset) if table == "transfers" else to_row(record)
                         rows.setdefault(table, []).append(row)
+                    for table in [t for t, batch in rows.items() if len(batch) >= settings.sink_batch]:
+                        await insert(table, rows.pop(table))
                 for table, batch in rows.items():
                     await insert(table, batch)
                 yield None

@@ -65,7 +65,8 @@ KAFKA_FAULT_AT = 300
 """Blocks into the scenario (330 steady, then 100 of halt, then 30 of payouts) when the broker dies: just
 before the halt, so the detector must see it through the broker's absence and return."""
 BACKLOG_RECORDS = 12_000
-"""Above the ~9,000 records the README estimates the sink's buffers hold before the consumer stalls."""
+"""Well above the 4,096 records the transfers sink's stream buffer holds (Faust's ``stream_buffer_maxsize``)
+while its insert is retried: once it is full, the shared consumer stops delivering to ``detect`` too."""
 CLICKHOUSE_FAULT_AT = 150
 """ClickHouse goes down well before the halt, so every outage decision is due while it is down."""
 

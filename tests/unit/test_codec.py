@@ -3,8 +3,10 @@ from dataclasses import replace
 
 import jsonschema
 import pytest
+from referencing import Registry, Resource
 
 from schemas import (
+    BlockTransfers,
     ChainHead,
     ChainState,
     ChainStatus,
@@ -41,7 +43,17 @@ CORRELATED = CorrelatedIncident(
 STATUS = ChainStatus("tron", ChainState.CHAIN_STALLED, 10, 1, 2.5, None, "node reports no new block", 3.0)
 BEAT = FeedHeartbeat("tron", 11, 10, True, 4.0)
 SUGGESTION = LabelSuggestion("okx", "ethereum", "0xe", "hot", "0xc", 1, "0xf", 25, 40, 2, 3.0)
-RECORDS = [TRANSFER, HEAD, OUTAGE, LETTER, replace(TRANSFER, removed=True), CORRELATED, STATUS, BEAT, SUGGESTION]
+BLOCK = BlockTransfers([TRANSFER, replace(TRANSFER, tx_hash="0xce", direction=Direction.DEPOSIT)], HEAD)
+RECORDS = [
+    TRANSFER, HEAD, OUTAGE, LETTER, replace(TRANSFER, removed=True), CORRELATED, STATUS, BEAT, SUGGESTION, BLOCK,
+    BlockTransfers([TRANSFER], None), BlockTransfers([], HEAD),
+]
+
+
+def committed_schemas() -> Registry:
+    """Every committed schema under its ``$id``, the way a consumer resolves a record nested in another."""
+    resources = [Resource.from_contents(json.loads(p.read_text())) for p in JSON_DIR.glob("*.schema.json")]
+    return Registry().with_resources((r.contents["$id"], r) for r in resources)
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.TYPE)
@@ -52,7 +64,8 @@ def test_round_trip(record):
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.TYPE)
 def test_encoded_records_validate_against_committed_schema(record):
     schema = json.loads((JSON_DIR / f"{record.TYPE}.v1.schema.json").read_text())
-    jsonschema.validate(json.loads(encode(record)), schema)
+    validator = jsonschema.Draft202012Validator(schema, registry=committed_schemas())
+    validator.validate(json.loads(encode(record)))
 
 
 def test_committed_schema_files_match_the_records():
@@ -118,3 +131,30 @@ def test_an_enum_field_takes_only_its_values(value):
         decode(json.dumps(bad))
     good = decode(encode(TRANSFER))
     assert good.direction is Direction.WITHDRAWAL
+
+
+def test_a_block_record_stands_for_its_transfers_then_its_head():
+    assert BLOCK.records() == [*BLOCK.transfers, HEAD]
+    assert BlockTransfers([TRANSFER], None).records() == [TRANSFER]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["transfers"][1].pop("exchange"), r"transfers\[\]\.exchange: missing in transfer record"),
+        (lambda d: d["transfers"][0].update(block_number="7"), r"transfers\[\]\.block_number: expected an integer"),
+        (lambda d: d["transfers"][0].update(type="chain_head"), r"transfers\[\]\.type: expected one of"),
+        (lambda d: d["transfers"][0].update(schema_version=2), r"transfers\[\]\.schema_version"),
+        (lambda d: d.update(transfers={"a": 1}), "transfers: expected a list"),
+        (lambda d: d["transfers"].append("x"), r"transfers\[\]: expected a transfer object"),
+        (lambda d: d["head"].pop("hash"), r"head\.hash: missing in chain_head record"),
+        (lambda d: d.pop("head"), "head: missing in block_transfers record"),
+    ],
+)
+def test_a_bad_transfer_inside_a_block_record_is_a_schema_error_naming_it(mutate, message):
+    data = json.loads(encode(BLOCK))
+    mutate(data)
+    with pytest.raises(SchemaError, match=message):
+        decode(json.dumps(data))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema_of(BlockTransfers), registry=committed_schemas()).validate(data)
