@@ -2,8 +2,10 @@
 
 One command prints everything. It starts its own Kafka (``infra/kafka.sh``) and ClickHouse server
 (``infra/clickhouse.sh``, Debian's 18.16) on free ports, writes one transfers topic of 1,000 exchanges x 10
-chains (:mod:`bench.replay_topic`) under one topic prefix per pipeline run (identical copies: the workers'
-consumer groups are named after their prefix, so each run needs its own), then measures on this machine:
+chains (:mod:`bench.replay_topic`, in the connectors' default ``block`` layout or, with ``--transfer-records
+event``, one record per event) under one topic prefix per pipeline run (identical copies: the workers'
+consumer groups are named after their prefix, so each run needs its own), then measures on this machine, in
+events (transfers, and each head once per partition: the same count in either layout):
 
 - **raw**: an ``aiokafka`` consumer reading the whole transfers topic from the earliest offset, nothing else;
 - **faust alone** (:mod:`bench.faust_ceiling`, each in its own process and consumer group, on the first

@@ -96,6 +96,12 @@ LIVE_LAG_S = 2.0
 """A ``detect`` batch whose last record was published less than this many seconds ago means the worker has
 caught up with the chains: the snapshots its heads left stale are sent at once instead of by the next timer
 tick (a catch-up, reading old records, leaves them to the timer)."""
+STREAM_BUFFER_RECORDS = 2_048
+"""Records each agent's stream may hold read but not yet processed (Faust's default is 4,096). While a worker
+catches up, the buffers stay full, and with ``block_transfers`` records of a busy replay (~35 KB) the default
+took the ``--role all`` worker to a 522 MB peak, over the 500 MB target. It is also the backlog at which a
+``--role all`` worker's ClickHouse sink, stalled by a ClickHouse outage, stops delivery to ``detect`` (README,
+known limits)."""
 Part = tuple[str, str | None]
 """A saved part of the detector state: (exchange, chain), or (exchange, None) for the exchange-wide part."""
 
@@ -180,7 +186,7 @@ class WorkerSettings:
     data_dir: Path = Path(".haltwatch/worker")
     sink_batch: int = 5_000
     sink_within_s: float = 0.25
-    detect_batch: int = 2_000
+    detect_batch: int = 1_000
     """Records per ``detect`` batch at most: bounds the unacked records held in memory (a ``block_transfers``
     record holds up to 128 transfers, ~58 KB). While catching up, the batch fills with whatever arrived in
     ``detect_within_s``; live, a batch is a few records."""
@@ -222,6 +228,7 @@ def consuming_options(kafka_bootstrap: str, partitions: int) -> dict[str, Any]:
         "key_serializer": "raw",
         "value_serializer": "raw",
         "consumer_auto_offset_reset": "earliest",
+        "stream_buffer_maxsize": STREAM_BUFFER_RECORDS,
     }
 
 

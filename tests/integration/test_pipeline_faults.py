@@ -65,8 +65,8 @@ KAFKA_FAULT_AT = 300
 """Blocks into the scenario (330 steady, then 100 of halt, then 30 of payouts) when the broker dies: just
 before the halt, so the detector must see it through the broker's absence and return."""
 BACKLOG_RECORDS = 12_000
-"""Well above the 4,096 records the transfers sink's stream buffer holds (Faust's ``stream_buffer_maxsize``)
-while its insert is retried: once it is full, the shared consumer stops delivering to ``detect`` too."""
+"""Well above the 2,048 records the transfers sink's stream buffer holds (``STREAM_BUFFER_RECORDS``) while its
+insert is retried: once it is full, the shared consumer stops delivering to ``detect`` too."""
 CLICKHOUSE_FAULT_AT = 150
 """ClickHouse goes down well before the halt, so every outage decision is due while it is down."""
 
