@@ -10,7 +10,7 @@ import pytest
 
 from bench.detection.generate import generate
 from bench.detection.scenario import Config
-from schemas import OutageEvent, OutageState, decode, encode
+from schemas import BlockTransfers, ChainHead, OutageEvent, OutageState, TransferEvent, decode, encode
 from streams.detection import OutageDetector, backtest
 from streams.detection.backtest import INVALID_SAMPLES, BacktestError, run_backtest
 from streams.detection.policy import DetectionPolicy
@@ -116,3 +116,27 @@ def test_a_detector_bug_names_the_line(tmp_path: Path, recorded: tuple[list[byte
     with pytest.raises(BacktestError, match=f":{first_head}: detector failed on a chain_head record"):
         run_backtest(write(tmp_path / "e.jsonl", lines[:100]), tmp_path / "out.jsonl", DetectionPolicy(),
                      progress=False)
+
+
+def test_block_records_replay_like_the_records_they_hold(tmp_path: Path,
+                                                        recorded: tuple[list[bytes], dict[str, int]]) -> None:
+    """A dump of the transfers topic in the ``block`` layout: each head with the transfers before it."""
+    lines, facts = recorded
+    blocked, pending = [], []
+    for line in lines:
+        record = decode(line)
+        if isinstance(record, ChainHead):
+            blocked.append(encode(BlockTransfers(pending, record)))
+            pending = []
+        elif isinstance(record, TransferEvent):
+            pending.append(record)
+        else:
+            blocked.append(line)
+    assert not pending and len(blocked) < len(lines) / 2, "the recording's transfers go into few block records"
+    per_event = run_backtest(write(tmp_path / "events.jsonl", lines), tmp_path / "events.out", DetectionPolicy(),
+                             progress=False)
+    per_block = run_backtest(write(tmp_path / "blocks.jsonl", blocked), tmp_path / "blocks.out", DetectionPolicy(),
+                             progress=False)
+    assert (per_block.heads, per_block.transfers, per_block.invalid) == (facts["heads"], facts["transfers"], 0)
+    assert per_block.outputs == per_event.outputs and per_event.outputs["outage/open"] >= 1
+    assert (tmp_path / "blocks.out").read_bytes() == (tmp_path / "events.out").read_bytes()
