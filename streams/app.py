@@ -186,7 +186,7 @@ class WorkerSettings:
     data_dir: Path = Path(".haltwatch/worker")
     sink_batch: int = 5_000
     sink_within_s: float = 0.25
-    detect_batch: int = 1_000
+    detect_batch: int = 2_000
     """Records per ``detect`` batch at most: bounds the unacked records held in memory (a ``block_transfers``
     record holds up to 128 transfers, ~58 KB). While catching up, the batch fills with whatever arrived in
     ``detect_within_s``; live, a batch is a few records."""
