@@ -5,8 +5,8 @@ gets one :class:`BlockTransfers` record with its share of the block's transfers 
 the ``event`` layout every transfer is sent keyed by exchange and then the head to *every* partition.
 Either way the transfers topic's records are acknowledged before the head goes to the heads topic, and in
 each transfers partition the head of block N follows all of that partition's transfers of block N, so a
-consumer that sees the head knows the block is complete for its exchanges. ``flush()`` alone does not say whether sends
-succeeded, so each send's future is checked and a failure is raised, never dropped.
+consumer that sees the head knows the block is complete for its exchanges. ``flush()`` alone does not say
+whether sends succeeded, so each send's future is checked and a failure is raised, never dropped.
 
 Backpressure: the caller publishes one block at a time and waits for its acknowledgements before it
 hands over the next, so the producer never buffers more than one block (kafka-python 3 has no

@@ -32,7 +32,9 @@ comma-joined string, split on the server: one literal parses far faster than tho
 cost chdb ~85 ms a query), and 18.16 takes neither an array parameter nor an array after ``IN``.
 
 It relies on the transfer's versions being comparable: every event of one exchange comes through one
-Kafka partition (the topic is keyed by exchange), so its offsets grow. Adding partitions moves
+Kafka partition (the topic is keyed by exchange, and a ``block_transfers`` record holds only the transfers of
+its partition's exchanges), so its offsets grow. The transfers of one such record share its offset, and no
+transfer appears twice in one record. Adding partitions moves
 exchanges to partitions whose offsets start lower; the stored versions then win (as they do in FINAL).
 """
 
