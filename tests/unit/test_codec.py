@@ -158,3 +158,13 @@ def test_a_bad_transfer_inside_a_block_record_is_a_schema_error_naming_it(mutate
         decode(json.dumps(data))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema_of(BlockTransfers), registry=committed_schemas()).validate(data)
+
+
+def test_a_left_out_field_takes_its_default_and_a_mutable_default_is_not_shared():
+    data = json.loads(encode(LETTER))
+    del data["context"], data["schema_version"]
+    first, second = decode(json.dumps(data)), decode(json.dumps(data))
+    assert first == replace(LETTER, context={}) and first.context is not second.context
+    transfer = json.loads(encode(TRANSFER))
+    del transfer["removed"]
+    assert decode(json.dumps(transfer)) == TRANSFER and hash(decode(json.dumps(transfer))) == hash(TRANSFER)
