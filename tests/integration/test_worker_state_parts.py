@@ -134,12 +134,17 @@ def okx_rows(pipeline: PipelineProcesses, head: int, timeout_s: float = 60.0) ->
     raise AssertionError(f"okx did not reach block {head}: {rows}")
 
 
+def new_pipeline(kafka: str, tmp_path, name: str) -> tuple[PipelineProcesses, str]:
+    """A worker set up on its own topics (not started yet), and its state table's changelog topic."""
+    pipeline = PipelineProcesses(tmp_path / "run", kafka, "ws://127.0.0.1:1", tmp_path / "labels.toml",
+                                 f"{name}{int(time.time() * 1000)}", partitions=PARTITIONS)
+    ensure_topics(kafka, pipeline.topics, PARTITIONS)
+    return pipeline, f"{pipeline.app_id}-detector-state-changelog"
+
+
 def test_a_whole_state_is_carried_on_and_rewritten_in_parts(kafka, tmp_path):
     trace = Trace()
-    pipeline = PipelineProcesses(tmp_path / "run", kafka, "ws://127.0.0.1:1", tmp_path / "labels.toml",
-                                 f"parts{int(time.time() * 1000)}", partitions=PARTITIONS)
-    ensure_topics(kafka, pipeline.topics, PARTITIONS)
-    table_topic = f"{pipeline.app_id}-detector-state-changelog"
+    pipeline, table_topic = new_pipeline(kafka, tmp_path, "parts")
     assert declare_topics(kafka, [TopicSpec(table_topic, PARTITIONS, compacted=True)])
     assert topic_config(kafka, table_topic) == COMPACTED, "compacted in small segments, so compaction keeps up"
     old = whole_state_as_saved_before(trace, 300)
@@ -190,10 +195,7 @@ def test_heads_without_payouts_are_saved_on_their_own_budget(kafka, tmp_path):
     """A chain's head progress reaches the changelog even when no withdrawal saves its part: otherwise a
     restart would resume the gap from the last payout's block and count the silence in between twice."""
     trace = Trace()
-    pipeline = PipelineProcesses(tmp_path / "run", kafka, "ws://127.0.0.1:1", tmp_path / "labels.toml",
-                                 f"heads{int(time.time() * 1000)}", partitions=PARTITIONS)
-    ensure_topics(kafka, pipeline.topics, PARTITIONS)
-    table_topic = f"{pipeline.app_id}-detector-state-changelog"
+    pipeline, table_topic = new_pipeline(kafka, tmp_path, "heads")
     try:
         pipeline.start_worker()
         pipeline.wait_worker_ready()
@@ -227,10 +229,7 @@ def test_a_withdrawal_rewrites_its_chain_part_and_the_exchange_part_only_when_it
     messages as of any chain's. What the changelog holds, loaded the way a restarting worker loads it
     (``restore_parts``), has the last payout, which only the chain parts hold."""
     trace = Trace()
-    pipeline = PipelineProcesses(tmp_path / "run", kafka, "ws://127.0.0.1:1", tmp_path / "labels.toml",
-                                 f"lastpay{int(time.time() * 1000)}", partitions=PARTITIONS)
-    ensure_topics(kafka, pipeline.topics, PARTITIONS)
-    table_topic = f"{pipeline.app_id}-detector-state-changelog"
+    pipeline, table_topic = new_pipeline(kafka, tmp_path, "lastpay")
     try:
         pipeline.start_worker()
         pipeline.wait_worker_ready()
