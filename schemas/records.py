@@ -12,6 +12,7 @@ timestamps, integer seconds since the Unix epoch); ``received_at`` / ``emitted_a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
@@ -261,6 +262,12 @@ class BlockTransfers:
     def records(self) -> list[TransferEvent | ChainHead]:
         """What this record stands for in the one-record-per-event layout, in order: transfers, then head."""
         return [*self.transfers, self.head] if self.head is not None else list(self.transfers)
+
+
+def events_of(record: Record) -> Sequence[Record]:
+    """A record as the events it stands for: a :class:`BlockTransfers` as its transfers and then its head, any
+    other record as itself. The one place that unpacks block records for their readers."""
+    return record.records() if isinstance(record, BlockTransfers) else (record,)
 
 
 Record = (

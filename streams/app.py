@@ -61,6 +61,7 @@ from schemas.records import (
     OutageEvent,
     Record,
     TransferEvent,
+    events_of,
 )
 from schemas.topics import Topics
 from streams.detection import ChainMonitor, DetectionPolicy, IncidentCorrelator, OutageDetector, WallClock
@@ -75,7 +76,7 @@ from streams.store.rows import (
     head_row,
     outage_row,
     suggestion_row,
-    transfer_row,
+    transfer_rows,
 )
 from streams.store.sink import TableSink
 from streams.store.status import snapshot
@@ -463,14 +464,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
         except SchemaError as exc:
             await dead_letter(event.value, str(exc), f"topic:{topics.transfers}")
             return
-        if not isinstance(record, BlockTransfers):
-            await detect_record(record, partition, batch, event.value)
-            return
-        for one in record.records():  # a block's transfers for this partition, then its head
+        for one in events_of(record):  # a block record: its transfers for this partition, then its head
             try:
                 await detect_record(one, partition, batch, event.value)
-            except Exception as exc:  # the rest of the block (its head above all) still counts
-                await detector_failed(event, exc, encode(one))
+            except Exception as exc:  # the rest of a block (its head above all) still counts
+                await detector_failed(event, exc, event.value if one is record else encode(one))
 
     async def detector_failed(event: EventT[bytes], exc: Exception, raw: bytes) -> None:
         log.exception(
@@ -626,7 +624,13 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 await dead_letter(event.value, str(exc), f"topic:{source}")
             return None
 
-    def sink_agent(source: Any, name: str, tables: dict[type[Any], tuple[str, Callable[..., dict[str, Any]]]]) -> None:
+    RowsOf = Callable[[Any, int], list[dict[str, Any]]]
+    """A record and its offset → its rows in one table."""
+
+    def one_row(to_row: Callable[[Any], dict[str, Any]]) -> RowsOf:
+        return lambda record, _offset: [to_row(record)]
+
+    def sink_agent(source: Any, name: str, tables: dict[type[Any], tuple[str, RowsOf]]) -> None:
         async def sink(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(settings.sink_batch, within=settings.sink_within_s):
                 # A table's rows are written as soon as they make a full batch, not when the whole batch of
@@ -636,17 +640,13 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 rows: dict[str, list[dict[str, Any]]] = {}
                 for event in events:
                     record = await decoded(event, source.get_topic_name())
-                    if record is None:
+                    target = tables.get(type(record))
+                    if target is None:
                         continue
-                    offset = event.message.offset
-                    if isinstance(record, BlockTransfers):
-                        # (its head is stored from the heads topic)
-                        rows.setdefault("transfers", []).extend(transfer_row(t, offset) for t in record.transfers)
-                    elif (target := tables.get(type(record))) is not None:
-                        table, to_row = target
-                        row = to_row(record, offset) if table == "transfers" else to_row(record)
-                        rows.setdefault(table, []).append(row)
-                    for table in [t for t, batch in rows.items() if len(batch) >= settings.sink_batch]:
+                    table, rows_of = target
+                    waiting = rows.setdefault(table, [])
+                    waiting.extend(rows_of(record, event.message.offset))
+                    if len(waiting) >= settings.sink_batch:
                         await insert(table, rows.pop(table))
                 for table, batch in rows.items():
                     await insert(table, batch)
@@ -658,15 +658,22 @@ def create_app(settings: WorkerSettings) -> faust.App:
     sink_agent(
         transfers_topic,
         "sink_transfers",
-        {TransferEvent: ("transfers", transfer_row), LabelSuggestion: ("label_suggestions", suggestion_row)},
+        {
+            TransferEvent: ("transfers", transfer_rows),
+            BlockTransfers: ("transfers", transfer_rows),
+            LabelSuggestion: ("label_suggestions", one_row(suggestion_row)),
+        },
     )
-    sink_agent(heads_topic, "sink_heads", {ChainHead: ("chain_heads", head_row)})
+    sink_agent(heads_topic, "sink_heads", {ChainHead: ("chain_heads", one_row(head_row))})
     sink_agent(
         outages_topic,
         "sink_outages",
-        {OutageEvent: ("outage_events", outage_row), CorrelatedIncident: ("correlated_incidents", correlated_row)},
+        {
+            OutageEvent: ("outage_events", one_row(outage_row)),
+            CorrelatedIncident: ("correlated_incidents", one_row(correlated_row)),
+        },
     )
-    sink_agent(status_topic, "sink_chain_status", {ChainStatus: ("chain_status", chain_status_row)})
+    sink_agent(status_topic, "sink_chain_status", {ChainStatus: ("chain_status", one_row(chain_status_row))})
 
     @agent(snapshot_topic, stores, name="sink_status", concurrency=1)
     async def sink_status(stream: Any) -> AsyncIterator[None]:

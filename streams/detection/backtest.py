@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from schemas.codec import SchemaError, decode, encode
-from schemas.records import BlockTransfers, ChainHead, LabelSuggestion, OutageEvent, Record, TransferEvent
+from schemas.records import ChainHead, LabelSuggestion, OutageEvent, Record, TransferEvent, events_of
 from streams.detection.clock import ManualClock
 from streams.detection.detector import OutageDetector
 from streams.detection.policy import DetectionPolicy
@@ -208,7 +208,7 @@ class _Feeder:
         except (ValueError, TypeError) as exc:  # anything else the codec did not foresee: still just a bad line
             summary.invalid_line(summary.lines, f"undecodable: {exc!r}")
             return
-        for one in record.records() if isinstance(record, BlockTransfers) else [record]:
+        for one in events_of(record):
             self._apply(one)
 
     def _apply(self, record: Record) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.records import (
+    BlockTransfers,
     ChainHead,
     ChainStatus,
     CorrelatedIncident,
     LabelSuggestion,
     OutageEvent,
     TransferEvent,
+    events_of,
 )
 
 
@@ -32,6 +34,12 @@ def transfer_row(t: TransferEvent, ingest_version: int) -> dict[str, Any]:
         "removed": int(t.removed),
         "ingest_version": ingest_version,
     }
+
+
+def transfer_rows(record: TransferEvent | BlockTransfers, ingest_version: int) -> list[dict[str, Any]]:
+    """The rows of a transfer, or of every transfer a block record holds (its head is stored from the heads
+    topic); ``ingest_version`` is the record's offset, shared by a block record's transfers."""
+    return [transfer_row(t, ingest_version) for t in events_of(record) if isinstance(t, TransferEvent)]
 
 
 def head_row(h: ChainHead) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from kafka import KafkaConsumer, TopicPartition
 from connectors.evm.rpc import JsonRpcSocket
 from haltwatch.local import REPO
 from schemas.codec import decode
-from schemas.records import BlockTransfers, ChainHead, DeadLetter, Direction, TransferEvent
+from schemas.records import ChainHead, DeadLetter, Direction, TransferEvent, events_of
 from schemas.topics import Topics
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -153,7 +153,7 @@ def read_topic(kafka: str, topic: str, idle_ms: int = 1500) -> list[Read]:
         for message in consumer:  # position() may run ahead of what was yielded: count yielded offsets
             record = decode(message.value)
             # a block's records stand for the transfers and head they hold, at the block record's offset
-            for one in record.records() if isinstance(record, BlockTransfers) else [record]:
+            for one in events_of(record):
                 out.append(Read(message.partition, message.offset, one))
             seen[message.partition] = message.offset + 1
             if all(seen[tp.partition] >= ends[tp] for tp in parts):

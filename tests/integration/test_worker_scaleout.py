@@ -24,7 +24,7 @@ from connectors.publisher import ensure_topics
 from haltwatch.local import OutageWatcher, PipelineProcesses
 from haltwatch.traffic import FleetBlockPlayed, FleetPlayer, Phase
 from schemas.codec import SchemaError, decode
-from schemas.records import BlockTransfers, CorrelatedIncident, OutageEvent, OutageState, TransferEvent
+from schemas.records import CorrelatedIncident, OutageEvent, OutageState, TransferEvent, events_of
 from tests.integration.test_end_to_end import _tip, wait_until_connector_published
 
 PARTITIONS = 4
@@ -279,7 +279,7 @@ def _records(kafka: str, topic: str) -> list[Any]:
                 record = decode(message.value)
             except SchemaError as exc:
                 raise AssertionError(f"undecodable record on {topic}: {exc}") from exc
-            out.extend(record.records() if isinstance(record, BlockTransfers) else [record])
+            out.extend(events_of(record))
         return out
     finally:
         consumer.close()
@@ -293,7 +293,7 @@ def _transfer_partitions(kafka: str, topic: str) -> dict[str, set[int]]:
         where: dict[str, set[int]] = {}
         for message in consumer:
             record = decode(message.value)
-            for one in record.records() if isinstance(record, BlockTransfers) else [record]:
+            for one in events_of(record):
                 if isinstance(one, TransferEvent):
                     where.setdefault(one.exchange, set()).add(message.partition)
         return where

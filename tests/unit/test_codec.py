@@ -22,6 +22,7 @@ from schemas import (
 )
 from schemas.codec import decode, decode_as, encode
 from schemas.jsonschema import JSON_DIR, render_all, schema_of
+from schemas.records import events_of
 
 TRANSFER = TransferEvent(
     chain="ethereum", block_number=19_000_000, block_hash="0xab", block_time=1_700_000_000, tx_hash="0xcd",
@@ -136,6 +137,7 @@ def test_an_enum_field_takes_only_its_values(value):
 def test_a_block_record_stands_for_its_transfers_then_its_head():
     assert BLOCK.records() == [*BLOCK.transfers, HEAD]
     assert BlockTransfers([TRANSFER], None).records() == [TRANSFER]
+    assert list(events_of(BLOCK)) == [*BLOCK.transfers, HEAD] and list(events_of(HEAD)) == [HEAD]
 
 
 @pytest.mark.parametrize(
@@ -168,3 +170,4 @@ def test_a_left_out_field_takes_its_default_and_a_mutable_default_is_not_shared(
     transfer = json.loads(encode(TRANSFER))
     del transfer["removed"]
     assert decode(json.dumps(transfer)) == TRANSFER and hash(decode(json.dumps(transfer))) == hash(TRANSFER)
+
