@@ -242,6 +242,11 @@ class PipelineRun:
     """(VmRSS, VmHWM) per member of the layout, in its order."""
     cpu_s: float = 0.0
     """CPU seconds the worker processes used between the first event and the end."""
+    member_cpu_s: list[float] = field(default_factory=list)
+    """The same per member of the layout, in its order."""
+    caught_up_s: dict[str, float] = field(default_factory=dict)
+    """Seconds from the first event until each consumer group's committed offsets reached the end, and
+    (``rows``) until ClickHouse held every transfer row: which part of the pipeline finished last."""
 
     @property
     def rate(self) -> float:
@@ -271,33 +276,41 @@ def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messa
 
     try:
         first: float | None = None
-        cpu_first = 0.0
+        cpu_first: list[float] = []
+        caught_up: dict[str, float] = {}
         deadline = spawned + timeout_s
         while time.perf_counter() < deadline:
             pipeline.check_alive()
             if first is None:
                 if any(events_seen(port) > 0 for port in ports):
                     first = time.perf_counter()
-                    cpu_first = sum(cpu_seconds(pid) for pid in pids())
+                    cpu_first = [cpu_seconds(pid) for pid in pids()]
                 else:
                     time.sleep(0.2)
                     continue
-            done = [committed(kafka, f"{prefix}-{group}", topics.transfers, list(ends)) for group in layout.groups]
-            if all(d.get(part, 0) >= end for d in done for part, end in ends.items()):
+            now = time.perf_counter()
+            for group in layout.groups:
+                done = committed(kafka, f"{prefix}-{group}", topics.transfers, list(ends))
+                if group not in caught_up and all(done.get(part, 0) >= end for part, end in ends.items()):
+                    caught_up[group] = now - first
+            if "rows" not in caught_up:
                 try:
                     stored = client.execute(f"SELECT count() FROM {database}.transfers")[0][0]
                 except Exception:  # table not created yet
                     stored = 0
                 if stored >= transfers:
-                    break
+                    caught_up["rows"] = now - first
+            if len(caught_up) == len(layout.groups) + 1:
+                break
             time.sleep(0.5)
         else:
             raise TimeoutError(f"{layout.title} did not finish {prefix} in {timeout_s} s; see {work}")
         finished = time.perf_counter()
         assert first is not None
-        cpu = sum(cpu_seconds(pid) for pid in pids()) - cpu_first
+        cpu = [cpu_seconds(pid) - before for pid, before in zip(pids(), cpu_first, strict=True)]
         mem = [memory(pid) for pid in pids()]
-        return PipelineRun(layout, finished - first, messages, first - spawned, outages(kafka, topics), mem, cpu)
+        return PipelineRun(layout, finished - first, messages, first - spawned, outages(kafka, topics), mem,
+                           sum(cpu), cpu, caught_up)
     finally:
         pipeline.stop()
         client.disconnect()
@@ -310,6 +323,8 @@ def describe(run: PipelineRun, raw_rate: float, ceiling_rate: float | None) -> N
         f"load {load()}")
     say(f"  worker CPU: {run.cpu_s:.1f} s = {run.events / max(run.cpu_s, 1e-9):,.0f} events per CPU-second "
         "(wall-time rates depend on the machine's other load; this one much less)")
+    say("  caught up after: " + ", ".join(f"{what} {s:.1f} s" for what, s in run.caught_up_s.items())
+        + " (consumer groups' committed offsets at the end; rows: every transfer row in ClickHouse)")
     states: dict[str, int] = {}
     for o in run.outages:
         states[o.state.value] = states.get(o.state.value, 0) + 1
@@ -317,6 +332,8 @@ def describe(run: PipelineRun, raw_rate: float, ceiling_rate: float | None) -> N
     say(f"  outage events: {len(run.outages)} {states}; exchanges: {', '.join(exchanges) or '-'}")
     for (name, role), (rss, hwm) in zip(run.layout.members, run.memory_mb, strict=True):
         say(f"  {name} (--role {role}) memory at the end: VmRSS {rss:.0f} MB, peak VmHWM {hwm:.0f} MB")
+    say("  CPU per worker: " + ", ".join(
+        f"{name} {cpu:.1f} s" for (name, _), cpu in zip(run.layout.members, run.member_cpu_s, strict=True)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
