@@ -6,6 +6,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import orjson
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from haltwatch.traffic import poisson
 from schemas import ChainHead, CorrelatedIncident, Direction, OutageEvent, OutageState, TransferEvent
 from streams.detection import EXCHANGE_WIDE, DetectionPolicy, ManualClock, OutageDetector
+from streams.detection.detector import DEGRADED_MIN_PAYOUTS
 
 T0 = 1_700_000_000 - 1_700_000_000 % 86_400  # midnight UTC
 HOUR = 3600
@@ -138,6 +140,64 @@ def test_full_halt_is_seen_exchange_wide_before_any_single_chain(detector):
     assert first_open.started_at == last
     assert first_open.detected_at - last <= 180, "an OKX-sized halt within 3 minutes of chain time"
     assert all(e.scope == first_open.scope for e in events), "no per-chain incidents while exchange-wide is open"
+
+
+def test_the_shortcuts_at_heads_change_no_decision(monkeypatch):
+    """``_rest_bound`` and ``_surely_quiet`` let most heads skip the exact evidence: the decisions must be
+    the ones the full computation makes, through quiet hours, an exchange-wide halt, a one-chain halt and
+    a rate collapse."""
+    def play(detector: OutageDetector) -> list:
+        sim = Sim(detector, {"ethereum": 12, "tron": 3, "bsc": 3},
+                  {("okx", "ethereum"): 300, ("okx", "tron"): 600, ("okx", "bsc"): 250, ("htx", "tron"): 900})
+        sim.run(24 * HOUR)
+        sim.run(HOUR, halted({"okx"}))
+        sim.run(HOUR)
+        sim.run(HOUR, halted({"okx"}, {"tron"}))
+        sim.run(HOUR)
+        sim.run(HOUR, lambda ex, ch, t: 0.1 if ex == "htx" else 1.0)
+        sim.run(HOUR)
+        return [orjson.dumps(e) for e in sim.outputs]
+
+    policy = DetectionPolicy()
+    taken: dict[str, list[bool]] = {"rest": [], "quiet": []}
+    rest_bound, surely_quiet, on_head = OutageDetector._rest_bound, OutageDetector._surely_quiet, OutageDetector.on_head
+    heading: dict[str, Any] = {}
+    under: list[tuple[float, float]] = []
+
+    def recording_head(self, head, exchanges=None):
+        heading["detector"], heading["t"] = self, head.block_time
+        return on_head(self, head, exchanges)
+
+    def counted_rest(ex, warm):
+        value = rest_bound(ex, warm)
+        taken["rest"].append(value < policy.exchange_wide_rest_nats)
+        evidence, largest, _, _ = heading["detector"]._exchange_evidence(ex, warm, heading["t"])
+        if value < (evidence - largest) * (1 - 1e-9):
+            under.append((value, evidence - largest))  # not a bound: it could skip a due decision
+        return value
+
+    def counted_quiet(c, u, open_at, suspect_at):
+        quiet = surely_quiet(c, u, open_at, suspect_at)
+        taken["quiet"].append(quiet)
+        exact = c.tail.survival_log(u, heading["detector"]._shape(c, heading["t"]))
+        if quiet and (exact >= suspect_at or (c.drop >= open_at and c.drop_payouts >= DEGRADED_MIN_PAYOUTS)):
+            under.append((exact, suspect_at))  # called quiet, yet the full decision could start something
+        return quiet
+
+    monkeypatch.setattr(OutageDetector, "on_head", recording_head)
+    monkeypatch.setattr(OutageDetector, "_rest_bound", staticmethod(counted_rest))
+    monkeypatch.setattr(OutageDetector, "_surely_quiet", staticmethod(counted_quiet))
+    fast = play(OutageDetector(policy, ManualClock(42.0)))
+    monkeypatch.setattr(OutageDetector, "_rest_bound", staticmethod(lambda ex, warm: math.inf))
+    monkeypatch.setattr(OutageDetector, "_surely_quiet", staticmethod(lambda c, u, open_at, suspect_at: False))
+    full = play(OutageDetector(policy, ManualClock(42.0)))
+    assert fast == full
+    assert under == []
+    seen = {(orjson.loads(e)["state"], tuple(orjson.loads(e)["scope"])) for e in full}
+    assert ("open", ("bsc", "ethereum", "tron")) in seen and ("open", ("tron",)) in seen, seen
+    assert ("degraded", ("tron",)) in seen, seen
+    for name, skips in taken.items():
+        assert sum(skips) > 0.9 * len(skips), f"the {name} shortcut is taken at most heads"
 
 
 def test_one_chain_halting_is_not_an_exchange_wide_outage(detector):
