@@ -42,25 +42,30 @@ LABELS = {
 class HourlyCounts:
     """Withdrawals per hour of chain time for one (exchange, chain), at most ``HOURS`` buckets."""
 
-    __slots__ = ("buckets",)
+    __slots__ = ("buckets", "newest")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
+        self.newest: int | None = None
+        """The newest hour in ``buckets``: kept, because every withdrawal the worker counts lands here, and
+        looking for it (and for hours to evict) on each was a visible share of a replay's time."""
 
     def add(self, block_time: int, n: int = 1) -> None:
         hour = block_time // 3600
-        if self.buckets and hour <= max(self.buckets) - HOURS:
+        newest = self.newest
+        if newest is not None and hour <= newest - HOURS:
             return  # older than the window: would be evicted at once
         self.buckets[hour] = max(0, self.buckets.get(hour, 0) + n)
-        newest = max(self.buckets)
-        for old in [h for h in self.buckets if h <= newest - HOURS]:
-            del self.buckets[old]
+        if newest is None or hour > newest:  # the window moved: evict what fell out of it
+            self.newest = hour
+            for old in [h for h in self.buckets if h <= hour - HOURS]:
+                del self.buckets[old]
 
     def series(self, now_time: int | None) -> tuple[int, list[int]]:
         """(first hour's epoch seconds, 24 counts oldest first) ending at the hour of ``now_time``."""
-        newest = now_time // 3600 if now_time is not None else max(self.buckets, default=0)
-        if self.buckets:
-            newest = max(newest, max(self.buckets))
+        newest = now_time // 3600 if now_time is not None else (self.newest or 0)
+        if self.newest is not None:
+            newest = max(newest, self.newest)
         first = newest - HOURS + 1
         return first * 3600, [self.buckets.get(h, 0) for h in range(first, newest + 1)]
 

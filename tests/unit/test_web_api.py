@@ -227,3 +227,5 @@ def test_hourly_counts_keep_24_hours_and_floor_at_zero() -> None:
     counts.add(29 * 3600, -100)
     assert counts.series(29 * 3600)[1][-1] == 0 and len(counts.buckets) == 24
     assert counts.series(40 * 3600)[1] == list(range(18, 30)) + [0] * 12
+    counts.add(20 * 3600, 1)  # late, but inside the window: counted, and the window stays where it was
+    assert counts.series(29 * 3600)[1][14] == 22 and counts.newest == 29 and len(counts.buckets) == 24
