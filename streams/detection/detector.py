@@ -107,16 +107,23 @@ class ChainTrack:
     incident: Incident | None = None
     warm: bool = False
     """Past warm-up (enough withdrawals and exposure); once warm, always warm."""
+    quiet_from_u: float | None = None
+    """``u_total`` when an exchange-wide incident covering this chain resolved before the chain paid again
+    (None once it has). The chain's silence until then was that incident's; had it counted, a chain that
+    resumes a few blocks after the others would open an incident of its own the moment the exchange-wide
+    one resolved, and resolve it a few blocks later."""
 
     @property
     def last(self) -> Withdrawal | None:
         return self.recent[-1] if self.recent else None
 
     def gap_u(self) -> float:
+        """Expected withdrawals since the last payout (or since an exchange-wide incident resolved)."""
         last = self.last
         if last is None or last.u_at is None:
             return 0.0
-        return self.u_total - last.u_at
+        start = last.u_at if self.quiet_from_u is None else max(last.u_at, self.quiet_from_u)
+        return self.u_total - start
 
 
 @dataclass(slots=True)
@@ -250,6 +257,7 @@ class OutageDetector:
             self._end_gap(c)  # the first payout of a block ends the chain's gap
         c.withdrawals += 1
         c.pending_events += 1
+        c.quiet_from_u = None
         c.recent.append(Withdrawal(event_id, event.block_number, t, event.tx_hash, None))
         del c.recent[: -self.policy.recent_withdrawals]
         if c.tail.gaps > 0 and c.drop > 0:
@@ -263,6 +271,10 @@ class OutageDetector:
         if c.incident is not None and c.incident.state is OutageState.RESOLVED:
             c.incident = None
         if ex.incident is not None and ex.incident.state is OutageState.RESOLVED:
+            for name in ex.incident.last.scope:  # the others' silence so far was this incident's
+                track = ex.chains.get(name)
+                if track is not None and track is not c:
+                    track.quiet_from_u = track.u_total
             ex.incident = None
         if was_disturbed and not self._disturbed(ex, c):
             for track in ex.chains.values():
@@ -735,7 +747,7 @@ def _export_chain(c: ChainTrack) -> dict[str, Any]:
         "u": c.u_total, "recent": [[w.event_id, w.block, w.time, w.tx, w.u_at] for w in c.recent],
         "n": [c.withdrawals, c.exposure_s, c.pending_events, c.warm], "pending": c.pending,
         "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": [c.drop, c.drop_payouts],
-        "incident": _incident(c.incident),
+        "incident": _incident(c.incident), "quiet_from": c.quiet_from_u,
     }
 
 
@@ -771,5 +783,6 @@ def _restore(exchange: str, data: dict[str, Any], chains: dict[str, dict[str, An
         c.tainted = d["tainted"]
         c.drop, c.drop_payouts = d["drop"]
         c.incident = _restore_incident(d["incident"])
+        c.quiet_from_u = d.get("quiet_from")  # absent from parts saved before it existed
         ex.chains[name] = c
     return ex

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,8 @@ from streams.detection import EXCHANGE_WIDE, DetectionPolicy, ManualClock, Outag
 from streams.detection.detector import DEGRADED_MIN_PAYOUTS
 
 T0 = 1_700_000_000 - 1_700_000_000 % 86_400  # midnight UTC
+SEED = int(os.environ.get("HALTWATCH_SIM_SEED", "1"))
+"""The simulations' random seed: CI runs 1; the expectations hold on others too (README, tests)."""
 HOUR = 3600
 
 
@@ -28,12 +31,13 @@ class Sim:
     intervals: dict[str, int]
     rates: dict[tuple[str, str], float]  # (exchange, chain) -> withdrawals per hour
     batch: dict[tuple[str, str], int] = field(default_factory=dict)  # withdrawals per batch
-    seed: int = 1
+    seed: int = SEED
     numbers: dict[str, int] = field(default_factory=dict)
     now: int = T0
     txs: int = 0
     outputs: list[OutageEvent | CorrelatedIncident] = field(default_factory=list)
     last_paid: dict[str, int] = field(default_factory=dict)
+    last_withdrawal: dict[tuple[str, str], TransferEvent] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -69,8 +73,10 @@ class Sim:
                 mean = per_hour * factor(exchange, ch, t) * self.intervals[chain] / 3600 / size
                 for b in range(poisson(self.rng, mean)):
                     for i in range(size):
-                        self.outputs += self.detector.on_transfer(self.withdrawal(exchange, chain, t, b * size + i))
+                        paid = self.withdrawal(exchange, chain, t, b * size + i)
+                        self.outputs += self.detector.on_transfer(paid)
                         self.last_paid[exchange] = t
+                        self.last_withdrawal[(exchange, chain)] = paid
             self.outputs += self.detector.on_head(self.head(chain, t))
             nxt[chain] = t + self.intervals[chain]
         self.now = end
@@ -79,6 +85,18 @@ class Sim:
 
 def states(events: list) -> list[tuple[str, list[str]]]:
     return [(e.state.value, e.scope) for e in events if isinstance(e, OutageEvent)]
+
+
+def quiet(events: list) -> bool:
+    """Nothing opened or degraded, and every suspicion cleared. ``suspected`` comes at evidence 20 times
+    weaker than ``open`` (README), so normal traffic raises one every few exchange-days: a day of it may
+    show one on some seeds, and it must clear."""
+    outages = [e for e in events if isinstance(e, OutageEvent)]
+    if any(e.state in (OutageState.OPEN, OutageState.DEGRADED) for e in outages):
+        return False
+    suspected = {e.outage_id for e in outages if e.state is OutageState.SUSPECTED}
+    resolved = {e.outage_id for e in outages if e.state is OutageState.RESOLVED}
+    return {e.outage_id for e in outages} == suspected == resolved
 
 
 @pytest.fixture
@@ -92,7 +110,8 @@ def halted(exchanges: set[str], chains: set[str] | None = None) -> Callable[[str
 
 def test_single_chain_halt_opens_once_at_the_last_payout_and_resolves_on_sustained_payouts(detector):
     sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
-    assert states(sim.run(24 * HOUR)) == []  # a day: every hour of the day seen once
+    warm_up = sim.run(24 * HOUR)  # a day: every hour of the day seen once
+    assert quiet(warm_up), states(warm_up)
     last = sim.last_paid["okx"]
     events = [e for e in sim.run(HOUR, halted({"okx"})) if isinstance(e, OutageEvent)]
     opened = [e for e in events if e.state is OutageState.OPEN]
@@ -122,8 +141,8 @@ def test_steady_seasonal_traffic_stays_quiet_for_days(detector):
 
 def test_batched_payouts_do_not_alarm_but_a_halt_still_does(detector):
     sim = Sim(detector, {"ethereum": 12}, {("bybit", "ethereum"): 240}, batch={("bybit", "ethereum"): 12})
-    quiet = states(sim.run(2 * 86_400))
-    assert [s for s in quiet if s[0] != "suspected"] == [], "bursts every ~3 min with pauses are normal here"
+    days = sim.run(2 * 86_400)
+    assert quiet(days), f"bursts every ~3 min with pauses are normal here: {states(days)}"
     tail = detector.exchanges_["bybit"].chains["ethereum"].tail
     assert tail.beta < 0.3, "the gap tail learned the batching (Poisson would be ~1)"
     assert ("open", ["ethereum"]) in states(sim.run(3 * HOUR, halted({"bybit"})))
@@ -200,6 +219,32 @@ def test_the_shortcuts_at_heads_change_no_decision(monkeypatch):
         assert sum(skips) > 0.9 * len(skips), f"the {name} shortcut is taken at most heads"
 
 
+def test_a_chain_resuming_after_the_others_gets_no_incident_of_its_own(detector):
+    """Once an exchange-wide incident resolves, a chain still silent counts its silence from then: the hour it
+    was silent belonged to the exchange-wide incident, already reported."""
+    sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
+    sim.run(12 * HOUR)
+    halt = sim.run(HOUR, halted({"okx"}))
+    assert ("open", ["ethereum", "tron"]) in states(halt)
+    lagging = sim.run(60, halted({"okx"}, {"ethereum"}))  # tron pays again, ethereum a minute later
+    assert ("resolved", ["ethereum", "tron"]) in states(lagging)
+    after = lagging + sim.run(HOUR)
+    assert [s for s in states(after) if s[1] == ["ethereum"]] == [], states(after)
+
+
+def test_a_chain_still_halted_after_the_others_resumed_opens_its_own_incident(detector):
+    sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
+    sim.run(12 * HOUR)
+    last_ethereum = sim.last_withdrawal[("okx", "ethereum")].block_time
+    sim.run(HOUR, halted({"okx"}))
+    still = [e for e in sim.run(HOUR, halted({"okx"}, {"ethereum"})) if isinstance(e, OutageEvent)]
+    resolved_at = next(e.resolved_at for e in still if e.state is OutageState.RESOLVED)
+    opened = [e for e in still if e.state is OutageState.OPEN and e.scope == ["ethereum"]]
+    assert len(opened) == 1 and opened[0].started_at == last_ethereum
+    # counted from the resolution: ~14 expected withdrawals at 300/h (as a halt of ethereum alone)
+    assert 100 <= opened[0].detected_at - resolved_at <= 400
+
+
 def test_one_chain_halting_is_not_an_exchange_wide_outage(detector):
     sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
     sim.run(12 * HOUR)
@@ -221,7 +266,7 @@ def test_chain_stall_and_lost_feed_never_open_an_outage(detector):
     sim.numbers["ethereum"] += 300
     sim.now += 3600
     out += sim.run(HOUR)
-    assert states(out) == []
+    assert quiet(out), states(out)
 
 
 def test_warming_up_exchanges_get_no_alerts(detector):
@@ -266,8 +311,7 @@ def test_reorged_last_withdrawal_moves_the_incident_start(detector):
     events = sim.run(HOUR, halted({"okx"}))
     opened = next(e for e in events if isinstance(e, OutageEvent) and e.state is OutageState.OPEN)
     assert opened.started_at == last.time
-    orphan = replace(sim.withdrawal("okx", "ethereum", last.time, 0), tx_hash=last.tx, removed=True)
-    orphan = replace(orphan, block_number=last.block, block_hash=f"0xethereum{last.block}", log_index=0)
+    orphan = replace(sim.last_withdrawal[("okx", "ethereum")], removed=True)
     assert orphan.event_id == last.event_id
     (moved,) = detector.on_transfer(orphan)
     assert isinstance(moved, OutageEvent)
