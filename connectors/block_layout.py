@@ -16,7 +16,6 @@ detector and the store's deduplication rely on.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -25,6 +24,7 @@ from kafka.partitioner.default import murmur2
 from schemas.records import BlockTransfers, ChainHead, TransferEvent
 
 LAYOUT_ENV = "HALTWATCH_TRANSFER_RECORDS"
+"""The environment variable of the connectors' ``--transfer-records``."""
 TRANSFERS_PER_RECORD = 128
 """At most this many transfers in one record (a busier partition's block goes in several records), ~58 KB.
 
@@ -35,17 +35,10 @@ more than Faust's own ~90 µs each: on the replay benchmark (~75 transfers per p
 
 
 class TransferLayout(StrEnum):
+    """A connector's ``--transfer-records`` (``HALTWATCH_TRANSFER_RECORDS``)."""
+
     BLOCK = "block"
     EVENT = "event"
-
-    @classmethod
-    def from_env(cls) -> TransferLayout:
-        """The layout ``HALTWATCH_TRANSFER_RECORDS`` asks for (``block`` when unset); anything else is refused."""
-        raw = os.environ.get(LAYOUT_ENV, cls.BLOCK.value).strip().lower()
-        try:
-            return cls(raw)
-        except ValueError:
-            raise ValueError(f"{LAYOUT_ENV} must be 'block' or 'event', got {raw!r}") from None
 
 
 @functools.lru_cache(maxsize=65_536)

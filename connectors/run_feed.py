@@ -67,11 +67,11 @@ def parse_headers(values: Sequence[str]) -> dict[str, str]:
 def run_process(chain: str, kafka: str, topics: Topics, partitions: int, metrics_port: int,
                 checkpoint: CheckpointFile, main: Callable[[BlockPublisher, ConnectorMetrics], Coroutine[Any, Any, T]],
                 config_errors: tuple[type[Exception], ...] = (WrongNetwork,),
-                replication_factor: int = DEFAULT_REPLICATION_FACTOR) -> T | int:
+                replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+                layout: TransferLayout = TransferLayout.BLOCK) -> T | int:
     """Topics, a producer and the metrics endpoint, then ``main`` until it returns. A configuration error found
     on the way (wrong network) is logged and becomes :data:`EXIT_CONFIG`; a checkpoint that cannot be read or
     written, at start-up or still failing when stopped, becomes :data:`EXIT_CHECKPOINT`."""
-    layout = TransferLayout.from_env()  # a bad value is a configuration error before anything connects
     ensure_topics(kafka, topics, partitions, replication_factor=replication_factor)
     publisher = BlockPublisher(kafka, topics, layout=layout)
     metrics = ConnectorMetrics(chain)
@@ -100,7 +100,8 @@ def on_signals(stop: Callable[[], None], reload: Callable[[], None] | None = Non
 
 def run_feed(feed_class: type[FeedLoop[S]], config: S, label_paths: Sequence[Path], checkpoint: Path, kafka: str,
              topics: Topics, partitions: int, metrics_port: int,
-             replication_factor: int = DEFAULT_REPLICATION_FACTOR) -> int:
+             replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+             layout: TransferLayout = TransferLayout.BLOCK) -> int:
     """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
     source = load_labels(config, label_paths)
 
@@ -113,7 +114,7 @@ def run_feed(feed_class: type[FeedLoop[S]], config: S, label_paths: Sequence[Pat
         return 0
 
     return run_process(config.chain, kafka, topics, partitions, metrics_port, checkpoint_file, main,
-                       replication_factor=replication_factor)
+                       replication_factor=replication_factor, layout=layout)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from connectors.block_layout import LAYOUT_ENV, TransferLayout
 from haltwatch import operator_cli, secrets
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from haltwatch.secrets import redact
@@ -64,6 +65,12 @@ ClickHouseOpt = Annotated[
     typer.Option(envvar="HALTWATCH_CLICKHOUSE_URL", help="clickhouse://user:pass@host:9000/db; unset = embedded chdb."),
 ]
 ChdbOpt = Annotated[Path, typer.Option(envvar="HALTWATCH_CHDB_PATH", help="Data folder of the embedded chdb store.")]
+TransferRecordsOpt = Annotated[
+    TransferLayout,
+    typer.Option("--transfer-records", envvar=LAYOUT_ENV, case_sensitive=False,
+                 help="Transfers-topic layout: block (one record per block and partition) or event (one per "
+                      "transfer, as before block records; for workers that do not read them yet)."),
+]
 
 
 def _logging(verbose: bool) -> None:
@@ -160,6 +167,7 @@ def connect(
         typer.Option(envvar="HALTWATCH_ROTATION_MIN_RECIPIENTS", min=1,
                      help="Distinct outside addresses it must pay before it is suggested as a hot wallet."),
     ] = 20,
+    transfer_records: TransferRecordsOpt = TransferLayout.BLOCK,
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
     partitions: PartitionsOpt = 8,
@@ -187,7 +195,7 @@ def connect(
         try:
             feed_class, feed_config = feed_for(chosen, options)
             code = run_feed(feed_class, feed_config, labels, checkpoint, kafka, Topics(prefix), partitions,
-                            metrics_port, replication_factor)
+                            metrics_port, replication_factor, transfer_records)
         except LabelError as exc:
             raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
         except ValueError as exc:
@@ -207,7 +215,7 @@ def connect(
             rotation_min_recipients=rotation_min_recipients,
         )
         code = run_connector(config, labels, checkpoint, kafka, Topics(prefix), partitions, metrics_port,
-                             replication_factor)
+                             replication_factor, transfer_records)
     except LabelError as exc:
         raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
     except ValueError as exc:
@@ -234,6 +242,7 @@ def backfill(
     metrics_port: Annotated[
         int, typer.Option(envvar="HALTWATCH_METRICS_PORT", min=0, help="Prometheus /metrics port; 0 = off.")
     ] = 0,
+    transfer_records: TransferRecordsOpt = TransferLayout.BLOCK,
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
     partitions: PartitionsOpt = 8,
@@ -250,7 +259,7 @@ def backfill(
     try:
         config = EvmChainConfig(chain, split_urls(ws_url), chain_id=chain_id, tokens=parse_tokens(token or []))
         result = run_backfill(config, labels, resume, kafka, Topics(prefix), partitions, from_block, to_block,
-                              metrics_port, progress, replication_factor)
+                              metrics_port, progress, replication_factor, transfer_records)
     except LabelError as exc:
         raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
     except ValueError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from connectors.block_layout import TransferLayout
 from connectors.checkpoint import CheckpointFile
 from connectors.evm.backfill import Backfill, BackfillResult
 from connectors.evm.config import EvmChainConfig
@@ -36,16 +37,18 @@ def split_urls(urls: Sequence[str]) -> tuple[str, ...]:
 
 def run_connector(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint: Path, kafka: str,
                   topics: Topics, partitions: int, metrics_port: int,
-                  replication_factor: int = DEFAULT_REPLICATION_FACTOR) -> int:
+                  replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+                  layout: TransferLayout = TransferLayout.BLOCK) -> int:
     """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
     return run_feed(EvmConnector, config, label_paths, checkpoint, kafka, topics, partitions, metrics_port,
-                    replication_factor)
+                    replication_factor, layout)
 
 
 def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint: Path, kafka: str, topics: Topics,
                  partitions: int, from_block: int, to_block: int, metrics_port: int = 0,
                  progress: bool = True,
-                 replication_factor: int = DEFAULT_REPLICATION_FACTOR) -> BackfillResult | int:
+                 replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+                 layout: TransferLayout = TransferLayout.BLOCK) -> BackfillResult | int:
     """Publish ``from_block..to_block``; returns the result, or an exit code on a configuration error."""
     source = load_labels(config, label_paths)
     checkpoint_file = CheckpointFile(checkpoint)
@@ -57,4 +60,4 @@ def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint
         return await backfill.run()
 
     return run_process(config.chain, kafka, topics, partitions, metrics_port, checkpoint_file, main,
-                       (WrongNetwork, ValueError), replication_factor)
+                       (WrongNetwork, ValueError), replication_factor, layout)

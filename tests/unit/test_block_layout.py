@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 from kafka.partitioner.default import DefaultPartitioner
+from typer.testing import CliRunner
 
 from connectors.block_layout import LAYOUT_ENV, TransferLayout, block_records, partition_for
 from schemas.records import ChainHead, Direction, TransferEvent
@@ -64,11 +65,21 @@ def test_a_busy_partition_is_cut_into_records_and_only_its_last_carries_the_head
     assert [(r.transfers, r.head) for p, r in records if p != busy] == [([], HEAD)]
 
 
-def test_the_layout_comes_from_the_environment_and_a_typo_is_refused(monkeypatch):
-    monkeypatch.delenv(LAYOUT_ENV, raising=False)
-    assert TransferLayout.from_env() is TransferLayout.BLOCK
-    monkeypatch.setenv(LAYOUT_ENV, " Event ")
-    assert TransferLayout.from_env() is TransferLayout.EVENT
-    monkeypatch.setenv(LAYOUT_ENV, "blocks")
-    with pytest.raises(ValueError, match=f"{LAYOUT_ENV} must be 'block' or 'event', got 'blocks'"):
-        TransferLayout.from_env()
+def test_the_layout_is_a_connector_option_and_a_typo_is_refused(monkeypatch):
+    """``--transfer-records`` / ``HALTWATCH_TRANSFER_RECORDS`` reaches the publisher's process; a typo stops
+    the command before anything connects."""
+    import connectors.evm.run as evm_run
+    from haltwatch.cli import app
+
+    chosen: list[TransferLayout] = []
+    monkeypatch.setattr(evm_run, "run_feed", lambda *args: chosen.append(args[-1]) or 0)
+    command = ["connect", "--chain", "ethereum", "--ws-url", "ws://127.0.0.1:1", "--labels", "labels"]
+    runner = CliRunner()
+    assert runner.invoke(app, command, env={LAYOUT_ENV: None}).exit_code == 0
+    assert runner.invoke(app, command, env={LAYOUT_ENV: "Event"}).exit_code == 0
+    assert runner.invoke(app, [*command, "--transfer-records", "block"], env={LAYOUT_ENV: "event"}).exit_code == 0
+    assert chosen == [TransferLayout.BLOCK, TransferLayout.EVENT, TransferLayout.BLOCK]
+    refused = runner.invoke(app, command, env={LAYOUT_ENV: "blocks"})
+    assert refused.exit_code == 2 and chosen == [TransferLayout.BLOCK, TransferLayout.EVENT, TransferLayout.BLOCK]
+    said = " ".join(refused.output.replace("│", " ").split())  # the message comes in a wrapped box
+    assert "HALTWATCH_TRANSFER_RECORDS" in said and "'blocks' is not one of 'block', 'event'" in said, said
