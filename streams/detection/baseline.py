@@ -101,8 +101,8 @@ class SeasonalRate:
         if overall <= 0:
             return 0.0
         hod, dow = h % 24, h // 24
-        hod_events = sum(self.events_w[hod + 24 * d] for d in range(7))
-        hod_exposure = sum(self.exposure_w[hod + 24 * d] for d in range(7))
+        hod_events = sum(self.events_w[hod::24])  # this hour of every day, Monday first
+        hod_exposure = sum(self.exposure_w[hod::24])
         day = slice(24 * dow, 24 * dow + 24)
         dow_events = sum(self.events_w[day])
         dow_exposure = sum(self.exposure_w[day])
@@ -118,8 +118,8 @@ class SeasonalRate:
     def hours_seen_elsewhere(self, t: int) -> float:
         """Hours of exposure at this hour of day on other days (the current hour-of-week bin excluded)."""
         h = hour_of_week(t)
-        hod = h % 24
-        return sum(self.exposure_w[hod + 24 * d] for d in range(7) if hod + 24 * d != h) / HOUR
+        days = self.exposure_w[h % 24 :: 24]
+        return sum(days[: h // 24] + days[h // 24 + 1 :]) / HOUR
 
     def support(self, t: int) -> float:
         """How many past withdrawals back the rate at ``t`` (the fewer of its hour-of-day and weekday)."""
