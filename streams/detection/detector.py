@@ -273,7 +273,7 @@ class OutageDetector:
         if ex.incident is not None and ex.incident.state is OutageState.RESOLVED:
             for name in ex.incident.last.scope:  # the others' silence so far was this incident's
                 track = ex.chains.get(name)
-                if track is not None and track is not c:
+                if track is not None and track is not c and track.incident is None:  # (not one of its own)
                     track.quiet_from_u = track.u_total
             ex.incident = None
         if was_disturbed and not self._disturbed(ex, c):
