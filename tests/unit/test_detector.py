@@ -293,11 +293,15 @@ def test_rate_collapse_is_degraded_then_resolves(detector):
     events = [e for e in sim.run(HOUR, lambda ex, ch, t: 0.1) if isinstance(e, OutageEvent)]
     degraded = [e for e in events if e.state is OutageState.DEGRADED]
     assert degraded, f"payouts at 10% for an hour must be reported degraded: {states(events)}"
-    # long gaps at 10% may raise a suspicion first (cleared by the next payout); then one degraded incident
-    assert OutageState.OPEN not in {e.state for e in events}, states(events)
+    # long gaps at 10% may raise a suspicion first (cleared by the next payout), or, on some seeds, open an
+    # incident that the payouts coming back at the collapsed rate then turn degraded (README, lifecycle);
+    # either way one degraded incident, never a second open one
+    opened = {e.outage_id for e in events if e.state is OutageState.OPEN}
+    assert opened <= {e.outage_id for e in degraded}, states(events)
     assert len({e.outage_id for e in degraded}) == 1 and events[-1].state is OutageState.DEGRADED
     suspected = {e.outage_id for e in events if e.state is OutageState.SUSPECTED}
-    assert suspected <= {e.outage_id for e in events if e.state is OutageState.RESOLVED}, "suspicions cleared"
+    cleared = {e.outage_id for e in events if e.state is OutageState.RESOLVED}
+    assert suspected <= cleared | {e.outage_id for e in degraded}, "suspicions cleared or became the incident"
     recovered = [e for e in sim.run(HOUR) if isinstance(e, OutageEvent)]
     assert recovered and recovered[-1].state is OutageState.RESOLVED
     assert recovered[-1].outage_id == degraded[0].outage_id
