@@ -462,7 +462,7 @@ class OutageDetector:
                 c.tainted = state is OutageState.OPEN
                 c.incident = self._start(ctx, state, c.last.time, c.last.tx, c.chain, c.chain)
                 return [c.incident.last]
-            if c.drop >= open_at and c.drop_payouts >= DEGRADED_MIN_PAYOUTS:
+            if self._collapse_due(c, open_at):
                 c.tainted = True
                 anchor = f"degraded:{head.number}"
                 c.incident = self._start(ctx, OutageState.DEGRADED, head.block_time, c.last.tx, c.chain, c.chain,
@@ -479,17 +479,24 @@ class OutageDetector:
         ago. The evidence with the rate's uncertainty (a Gamma shape) is never more than with a sure rate,
         so when even the latter stays below suspicion and the rate test is not due, the answer is "nothing
         to start" without the shape and the decision's context (a relative margin of 1e-9 for rounding)."""
-        if c.drop >= open_at and c.drop_payouts >= DEGRADED_MIN_PAYOUTS:
+        if OutageDetector._collapse_due(c, open_at):
             return False
         return c.tail.survival_log(u) * (1 + 1e-9) < suspect_at
+
+    @staticmethod
+    def _collapse_due(c: ChainTrack, open_at: float) -> bool:
+        """The rate test has enough evidence, and payouts, to call the chain degraded."""
+        return c.drop >= open_at and c.drop_payouts >= DEGRADED_MIN_PAYOUTS
 
     def _decide_exchange(self, ex: ExchangeTrack, head: ChainHead) -> list[OutageEvent]:
         warm = [c for c in ex.chains.values() if c.warm]
         if len(warm) < 2 or ex.last_time is None:
             return []
-        if ex.incident is None and self._rest_bound(ex, warm) < self.policy.exchange_wide_rest_nats * (1 - 1e-9):
-            return []  # what the loop below would conclude, without its rate and shape work
-        evidence, largest, expected, gaps = self._exchange_evidence(ex, warm, head.block_time)
+        silent = self._silences(ex, warm)
+        if ex.incident is None and self._rest_bound(silent) < self.policy.exchange_wide_rest_nats * (1 - 1e-9):
+            return []  # what the exact evidence would conclude, without its rate and shape work
+        evidence, largest, expected = self._exchange_evidence(silent, head.block_time)
+        gaps = sum(c.tail.beta * c.rate.overall() * self.policy.budget_s for c in warm)
         if ex.incident is None and evidence - largest < self.policy.exchange_wide_rest_nats:
             return []  # one chain's silence alone is that chain's incident, not the exchange's
         tests = self._tests(ex)
@@ -510,28 +517,33 @@ class OutageDetector:
             return []
         return self._progress(inc, ctx, open_at, suspect_at)
 
-    def _exchange_evidence(self, ex: ExchangeTrack, warm: list[ChainTrack],
-                           t: int) -> tuple[float, float, float, float]:
-        """The exchange-wide test's (evidence, the largest chain's share of it, expected withdrawals, gaps
-        per budget) at chain time ``t``: each warm chain's silence since the exchange's last payout."""
-        evidence = 0.0
-        gaps = 0.0
-        expected = 0.0
-        largest = 0.0
+    @staticmethod
+    def _silences(ex: ExchangeTrack, warm: list[ChainTrack]) -> list[tuple[ChainTrack, float]]:
+        """The warm chains that are evidence about the exchange as a whole, each with the withdrawals it
+        was expected to make since the exchange's last payout (``u``). A chain already known to be down is
+        not evidence about the others; the chain of the last payout has none until its head."""
+        silent = []
         for c in warm:
             snap = ex.snapshot.get(c.chain)
-            gaps += c.tail.beta * c.rate.overall() * self.policy.budget_s
-            if snap is None or (c.incident is not None and c.incident.state is not OutageState.SUSPECTED):
-                continue  # a chain already known to be down is not evidence about the others
-            u = c.u_total - snap
+            if snap is not None and (c.incident is None or c.incident.state is OutageState.SUSPECTED):
+                silent.append((c, c.u_total - snap))
+        return silent
+
+    def _exchange_evidence(self, silent: list[tuple[ChainTrack, float]], t: int) -> tuple[float, float, float]:
+        """The exchange-wide test's (evidence, the largest chain's share of it, expected withdrawals) at
+        chain time ``t``, from :meth:`_silences`."""
+        evidence = 0.0
+        expected = 0.0
+        largest = 0.0
+        for c, u in silent:
             share = uncertain(c.tail.beta * u, self._shape(c, t))
             evidence += share
             expected += u
             largest = max(largest, share)
-        return evidence, largest, expected, gaps
+        return evidence, largest, expected
 
     @staticmethod
-    def _rest_bound(ex: ExchangeTrack, warm: list[ChainTrack]) -> float:
+    def _rest_bound(silent: list[tuple[ChainTrack, float]]) -> float:
         """An upper bound of what :meth:`_decide_exchange` compares with ``exchange_wide_rest_nats``: the
         evidence of all chains but the one that shows the most.
 
@@ -541,16 +553,10 @@ class OutageDetector:
         ``beta * u``, so the sum of those without the smallest bounds the sum of the shares without the
         largest; when the bound is already below the threshold, so is the evidence, and the decision is
         the same (the caller keeps a relative margin of 1e-9 for rounding)."""
-        total = 0.0
-        least = math.inf
-        for c in warm:
-            snap = ex.snapshot.get(c.chain)
-            if snap is None or (c.incident is not None and c.incident.state is not OutageState.SUSPECTED):
-                continue
-            share = c.tail.beta * (c.u_total - snap)
-            total += share
-            least = min(least, share)
-        return total - least if least != math.inf else 0.0
+        if not silent:
+            return 0.0
+        shares = [c.tail.beta * u for c, u in silent]
+        return sum(shares) - min(shares)
 
     def _progress(self, inc: Incident, ctx: _Context, open_at: float, suspect_at: float,
                   c: ChainTrack | None = None) -> list[OutageEvent]:

@@ -187,10 +187,10 @@ def test_the_shortcuts_at_heads_change_no_decision(monkeypatch):
         heading["detector"], heading["t"] = self, head.block_time
         return on_head(self, head, exchanges)
 
-    def counted_rest(ex, warm):
-        value = rest_bound(ex, warm)
+    def counted_rest(silent):
+        value = rest_bound(silent)
         taken["rest"].append(value < policy.exchange_wide_rest_nats)
-        evidence, largest, _, _ = heading["detector"]._exchange_evidence(ex, warm, heading["t"])
+        evidence, largest, _ = heading["detector"]._exchange_evidence(silent, heading["t"])
         if value < (evidence - largest) * (1 - 1e-9):
             under.append((value, evidence - largest))  # not a bound: it could skip a due decision
         return value
@@ -207,7 +207,7 @@ def test_the_shortcuts_at_heads_change_no_decision(monkeypatch):
     monkeypatch.setattr(OutageDetector, "_rest_bound", staticmethod(counted_rest))
     monkeypatch.setattr(OutageDetector, "_surely_quiet", staticmethod(counted_quiet))
     fast = play(OutageDetector(policy, ManualClock(42.0)))
-    monkeypatch.setattr(OutageDetector, "_rest_bound", staticmethod(lambda ex, warm: math.inf))
+    monkeypatch.setattr(OutageDetector, "_rest_bound", staticmethod(lambda silent: math.inf))
     monkeypatch.setattr(OutageDetector, "_surely_quiet", staticmethod(lambda c, u, open_at, suspect_at: False))
     full = play(OutageDetector(policy, ManualClock(42.0)))
     assert fast == full
