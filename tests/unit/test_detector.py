@@ -36,8 +36,11 @@ class Sim:
     now: int = T0
     txs: int = 0
     outputs: list[OutageEvent | CorrelatedIncident] = field(default_factory=list)
-    last_paid: dict[str, int] = field(default_factory=dict)
     last_withdrawal: dict[tuple[str, str], TransferEvent] = field(default_factory=dict)
+
+    def last_paid(self, exchange: str) -> int:
+        """Block time of the exchange's last withdrawal on any chain."""
+        return max(w.block_time for (ex, _), w in self.last_withdrawal.items() if ex == exchange)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -75,7 +78,6 @@ class Sim:
                     for i in range(size):
                         paid = self.withdrawal(exchange, chain, t, b * size + i)
                         self.outputs += self.detector.on_transfer(paid)
-                        self.last_paid[exchange] = t
                         self.last_withdrawal[(exchange, chain)] = paid
             self.outputs += self.detector.on_head(self.head(chain, t))
             nxt[chain] = t + self.intervals[chain]
@@ -112,7 +114,7 @@ def test_single_chain_halt_opens_once_at_the_last_payout_and_resolves_on_sustain
     sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
     warm_up = sim.run(24 * HOUR)  # a day: every hour of the day seen once
     assert quiet(warm_up), states(warm_up)
-    last = sim.last_paid["okx"]
+    last = sim.last_paid("okx")
     events = [e for e in sim.run(HOUR, halted({"okx"})) if isinstance(e, OutageEvent)]
     opened = [e for e in events if e.state is OutageState.OPEN]
     assert len(opened) == 1 and opened[0].scope == ["ethereum"]
@@ -152,7 +154,7 @@ def test_full_halt_is_seen_exchange_wide_before_any_single_chain(detector):
     sim = Sim(detector, {"ethereum": 12, "tron": 3, "bsc": 3},
               {("okx", "ethereum"): 300, ("okx", "tron"): 600, ("okx", "bsc"): 250})
     sim.run(12 * HOUR)
-    last = sim.last_paid["okx"]
+    last = sim.last_paid("okx")
     events = [e for e in sim.run(HOUR, halted({"okx"})) if isinstance(e, OutageEvent)]
     first_open = next(e for e in events if e.state is OutageState.OPEN)
     assert first_open.scope == ["bsc", "ethereum", "tron"]
