@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,12 @@ from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment
 from schemas.codec import SchemaError, decode_as
 from schemas.records import OutageEvent
 from schemas.topics import Topics
+
+_TELLING = re.compile(
+    r"Joined group|Setting newly assigned|Revoking|Recovery\]: (?!Starting|Stopping)|Worker ready|ERROR|WARNING"
+    r"|Traceback|Signal received"
+)
+"""Log lines of a worker that say where it is in a rebalance or why it stopped."""
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -171,6 +178,15 @@ class PipelineProcesses:
             if proc.poll() is not None:
                 tail = (self.run_dir / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def log_digest(self, name: str = "worker", lines: int = 30) -> str:
+        """The last of a process's log lines that tell a rebalance's, a recovery's or a failure's story (a
+        failed wait shows them, since a CI run keeps no log files)."""
+        path = self.run_dir / f"{name}.log"
+        if not path.exists():
+            return f"({path} does not exist)"
+        story = [line for line in path.read_text(errors="replace").splitlines() if _TELLING.search(line)]
+        return f"{path}, last {min(lines, len(story))} of {len(story)} telling lines:\n" + "\n".join(story[-lines:])
 
     def stop(self, name: str | None = None, timeout_s: float = 30.0) -> None:
         for key in [name] if name else list(self.procs):

@@ -66,6 +66,7 @@ from schemas.records import (
 )
 from schemas.topics import Topics
 from streams.detection import ChainMonitor, DetectionPolicy, IncidentCorrelator, OutageDetector, WallClock
+from streams.recovery_guard import RecoveryGuard
 from streams.roles import WorkerRole
 from streams.store.backend import ClickHouseBackend, StoreError
 from streams.store.dedup import TransferDedup
@@ -110,6 +111,8 @@ A ``detect`` batch saves thousands of ~6 KB state parts: with the default, two o
 and a replay spent ~400 µs per part waiting for the broker; at 128 KiB it spends ~140 µs and replays ~20 %
 faster (``docs/benchmarks.md``). A request still goes out as soon as the last one returned (no linger), so
 a lone outage event is not held back."""
+RECOVERY_CHECK_S = 2.0
+"""How often a running table recovery is checked for lost changelog records (``streams/recovery_guard.py``)."""
 Part = tuple[str, str | None]
 """A saved part of the detector state: (exchange, chain), or (exchange, None) for the exchange-wide part."""
 
@@ -210,15 +213,20 @@ class WorkerSettings:
 
 
 class WorkerApp(faust.App):
-    """The Faust app, which creates its topics before it starts (why: ``haltwatch/kafka_topics.py``)."""
+    """The Faust app, which creates its topics before it starts (why: ``haltwatch/kafka_topics.py``), and
+    guards its table recoveries (why: ``streams/recovery_guard.py``)."""
 
     topic_specs: list[TopicSpec]
     bootstrap: str
     replication_factor: int
+    recovery_guard: RecoveryGuard | None = None
 
     async def on_first_start(self) -> None:
         declare = functools.partial(declare_topics, replication_factor=self.replication_factor)
         await asyncio.get_running_loop().run_in_executor(None, declare, self.bootstrap, self.topic_specs)
+        if self.recovery_guard is not None:
+            # started here, not as an ``app.timer``: Faust starts timers only once the first recovery is done
+            self.add_future(self.recovery_guard.run(RECOVERY_CHECK_S))
         await super().on_first_start()
 
 
@@ -294,6 +302,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         TopicSpec(snapshot_topic.get_topic_name(), 1),
     ]
     changelog = state_table.changelog_topic.get_topic_name() if detects else ""
+    app.recovery_guard = RecoveryGuard(app) if detects else None
     if detects:
         app.topic_specs.append(TopicSpec(changelog, settings.partitions, compacted=True))
 
@@ -333,9 +342,14 @@ def create_app(settings: WorkerSettings) -> faust.App:
         settings=settings.operator,
     )
 
+    @app.on_partitions_revoked.connect
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _forget_after_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
-        # Ownership may have moved; the recovered table is the truth, reloaded on demand.
+        # Ownership may have moved; the recovered table is the truth, reloaded on demand. Forgotten as soon as
+        # partitions are revoked (Faust sends that signal once the in-flight events are done and the producer
+        # flushed), not only when the rebalance completes: a worker that kept its exchanges through the
+        # recovery would show, on /detector, exchanges that another worker already decides. Again when it
+        # completes, in case events were read in between.
         for exchange in list(detector.exchanges()):
             detector.forget(exchange)
         owners.clear()

@@ -241,7 +241,8 @@ def _wait_assignment(pipeline: PipelineProcesses, members: int, timeout_s: float
         if len(held) == members and set().union(*held) == set(range(PARTITIONS)):
             return sorted(held, key=min)
         time.sleep(1.0)
-    raise AssertionError(f"consumer group {pipeline.app_id} not stable with {members} members: {held}")
+    digests = "\n".join(pipeline.log_digest(name) for name in ("worker", "worker2"))
+    raise AssertionError(f"consumer group {pipeline.app_id} not stable with {members} members: {held}\n{digests}")
 
 
 def _owned_rows(pipeline: PipelineProcesses, workers: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -265,7 +266,8 @@ def _wait_detectors_reached(pipeline: PipelineProcesses, workers: list[str], exc
         if set(owned) == set(exchanges) and all(row["head_number"] >= block for _w, row in owned.values()):
             return {exchange: worker for exchange, (worker, _row) in owned.items()}
         time.sleep(0.5)
-    raise AssertionError(f"detectors did not reach block {block}: {owned}")
+    digests = "\n".join(pipeline.log_digest(worker) for worker in workers)
+    raise AssertionError(f"detectors did not reach block {block}: {owned}\n{digests}")
 
 
 def _records(kafka: str, topic: str) -> list[Any]:

@@ -131,7 +131,7 @@ def okx_rows(pipeline: PipelineProcesses, head: int, timeout_s: float = 60.0) ->
         if set(rows) == set(CHAINS) and all(r["head_number"] >= head for r in rows.values()):
             return rows
         time.sleep(0.5)
-    raise AssertionError(f"okx did not reach block {head}: {rows}")
+    raise AssertionError(f"okx did not reach block {head}: {rows}\n{pipeline.log_digest()}")
 
 
 def new_pipeline(kafka: str, tmp_path, name: str) -> tuple[PipelineProcesses, str]:
