@@ -71,11 +71,12 @@ import orjson
 from clickhouse_driver import Client
 from kafka import KafkaConsumer, TopicPartition
 
+from bench.process_figures import cpu_seconds, infra_pid, machine_busy
 from bench.withdrawals import alternating_withdrawal
 from connectors.evm.rpc import JsonRpcSocket
 from connectors.publisher import ensure_topics
 from haltwatch.evm_token import token_runtime
-from haltwatch.local import REPO, PipelineProcesses, free_port, infra
+from haltwatch.local import PipelineProcesses, free_port, infra
 from haltwatch.traffic import TOKEN_ADDRESS, poisson
 from schemas.codec import decode
 from schemas.records import ChainHead
@@ -241,28 +242,6 @@ class ClickHousePoller(threading.Thread):
             with self.obs.lock:
                 for state, detected_at in rows:
                     self.obs.outages.setdefault(state, OutageSeen(state, int(detected_at), now))
-
-
-def infra_pid(name: str) -> int | None:
-    """PID of a server started by ``infra/<service>.sh`` (``name`` = ``<service>-<port>``), from its run file."""
-    cache = Path(os.environ.get("HALTWATCH_CACHE", REPO / ".cache"))
-    try:
-        return int((cache / "run" / f"{name}.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
 
 
 def percentile(values: list[float], q: float) -> float:

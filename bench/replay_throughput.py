@@ -21,7 +21,9 @@ events (transfers, and each head once per partition: the same count in either la
   cover every agent of a group on the topic (with ``--role all``, ``detect`` and the transfers sink),
   because a message is committed only when all of them acked it. Layouts: ``one`` worker with ``--role
   all``; ``two`` such workers sharing the partitions; ``split``, a ``--role detect`` and a ``--role store``
-  worker, the layout docker-compose runs (two consumer groups, so one process per core here);
+  worker, the layout docker-compose runs (two consumer groups, so one process per core here); ``split2``,
+  that layout scaled out with a second ``--role detect`` worker (the detect worker is the one that finishes
+  last, so this is the most the two cores give a pipeline of this shape);
 - each worker's resident memory at the end (VmRSS, and the peak VmHWM), with every exchange's state loaded
   in the detecting workers;
 - whether every later layout made the same outage decisions as the first.
@@ -53,6 +55,7 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as SyncPartition
 
 from bench.faust_ceiling import MODES, RESULT
+from bench.process_figures import cpu_seconds, infra_pid, machine_busy, memory
 from bench.replay_topic import ReplayPlan, produce
 from connectors.block_layout import TransferLayout
 from connectors.publisher import ensure_topics
@@ -179,22 +182,6 @@ def events_seen(port: int) -> float:
     return sum(float(m) for m in re.findall(r"^haltwatch_worker_events_total\{[^}]*\} (\S+)$", text, re.M))
 
 
-def memory(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process used so far (immune to other processes' load, unlike wall time)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def outages(kafka: str, topics: Topics) -> list[OutageEvent]:
     consumer = KafkaConsumer(topics.outages, bootstrap_servers=kafka, auto_offset_reset="earliest",
                              enable_auto_commit=False, group_id=None, consumer_timeout_ms=3000)
@@ -228,6 +215,8 @@ LAYOUTS = {
     "two": Layout("two", "2 workers (--role all)", (("worker", "all"), ("worker2", "all"))),
     "split": Layout("split", "detect + store workers (--role detect, --role store: docker-compose's layout)",
                     (("worker", "detect"), ("store", "store"))),
+    "split2": Layout("split2", "2 detect + 1 store workers (--role detect twice, --role store: scaled out)",
+                     (("worker", "detect"), ("worker2", "detect"), ("store", "store"))),
 }
 
 
@@ -244,6 +233,10 @@ class PipelineRun:
     """CPU seconds the worker processes used between the first event and the end."""
     member_cpu_s: list[float] = field(default_factory=list)
     """The same per member of the layout, in its order."""
+    servers_cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of the Kafka broker and the ClickHouse server over the same span."""
+    machine_cpu_s: float = 0.0
+    """CPU seconds of every process on the machine over the same span (the bench's own polling included)."""
     caught_up_s: dict[str, float] = field(default_factory=dict)
     """Seconds from the first event until each consumer group's committed offsets reached the end, and
     (``rows``) until ClickHouse held every transfer row: which part of the pipeline finished last."""
@@ -258,7 +251,7 @@ class PipelineRun:
 
 
 def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messages: int, partitions: int,
-                 layout: Layout, work: Path, timeout_s: float) -> PipelineRun:
+                 layout: Layout, work: Path, timeout_s: float, servers: dict[str, int]) -> PipelineRun:
     topics = Topics(prefix)
     database = prefix.replace("-", "_")
     url = f"clickhouse://{clickhouse}/{database}"
@@ -285,6 +278,8 @@ def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messa
                 if any(events_seen(port) > 0 for port in ports):
                     first = time.perf_counter()
                     cpu_first = [cpu_seconds(pid) for pid in pids()]
+                    servers_first = {name: cpu_seconds(pid) for name, pid in servers.items()}
+                    busy_first = machine_busy()[0]
                 else:
                     time.sleep(0.2)
                     continue
@@ -308,9 +303,11 @@ def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messa
         finished = time.perf_counter()
         assert first is not None
         cpu = [cpu_seconds(pid) - before for pid, before in zip(pids(), cpu_first, strict=True)]
+        servers_cpu = {name: cpu_seconds(pid) - servers_first[name] for name, pid in servers.items()}
+        machine_cpu = (machine_busy()[0] - busy_first) / os.sysconf("SC_CLK_TCK")
         mem = [memory(pid) for pid in pids()]
         return PipelineRun(layout, finished - first, messages, first - spawned, outages(kafka, topics), mem,
-                           sum(cpu), cpu, caught_up)
+                           sum(cpu), cpu, servers_cpu, machine_cpu, caught_up)
     finally:
         pipeline.stop()
         client.disconnect()
@@ -334,6 +331,12 @@ def describe(run: PipelineRun, raw_rate: float, ceiling_rate: float | None) -> N
         say(f"  {name} (--role {role}) memory at the end: VmRSS {rss:.0f} MB, peak VmHWM {hwm:.0f} MB")
     say("  CPU per worker: " + ", ".join(
         f"{name} {cpu:.1f} s" for (name, _), cpu in zip(run.layout.members, run.member_cpu_s, strict=True)))
+    servers = ", ".join(f"{name} {cpu:.1f} s" for name, cpu in run.servers_cpu_s.items())
+    cores = os.cpu_count() or 1
+    say(f"  CPU of the servers: {servers or 'not found'}; the whole machine: {run.machine_cpu_s:.1f} s of "
+        f"{cores * run.seconds:.1f} ({run.machine_cpu_s / (cores * run.seconds):.0%} of {cores} cores) = "
+        f"{run.machine_cpu_s / run.events * 1e6:.1f} us of CPU per event, where {cores} cores at 50,000 "
+        f"events/s leave {cores / 50_000 * 1e6:.0f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -397,9 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if mode == "noop":
                         ceiling_rate = produced.events / ceiling.seconds
             runs = []
+            names = {"broker": f"kafka-{kafka_port}", "clickhouse": f"clickhouse-{ch_port}"}
+            servers = {name: pid for name, key in names.items() if (pid := infra_pid(key)) is not None}
             for layout, prefix in zip(layouts, prefixes, strict=True):
                 run = run_pipeline(kafka, clickhouse, prefix, produced.transfers, produced.events,
-                                   args.partitions, layout, work, args.timeout)
+                                   args.partitions, layout, work, args.timeout, servers)
                 describe(run, raw_rate, ceiling_rate)
                 runs.append(run)
             first_run = runs[0]
