@@ -182,6 +182,17 @@ def events_seen(port: int) -> float:
     return sum(float(m) for m in re.findall(r"^haltwatch_worker_events_total\{[^}]*\} (\S+)$", text, re.M))
 
 
+SERVER_COUNTERS = ("SelectQuery", "InsertQuery", "InsertedRows", "CompressedReadBufferBytes",
+                   "MergedRows", "MergedUncompressedBytes")
+"""ClickHouse's own counters (``system.events``, since the server started) that say what its CPU went to."""
+
+
+def server_counters(client: Client) -> dict[str, int]:
+    names = ", ".join(f"'{name}'" for name in SERVER_COUNTERS)
+    found = dict(client.execute(f"SELECT event, value FROM system.events WHERE event IN ({names})"))
+    return {name: int(found.get(name, 0)) for name in SERVER_COUNTERS}
+
+
 def outages(kafka: str, topics: Topics) -> list[OutageEvent]:
     consumer = KafkaConsumer(topics.outages, bootstrap_servers=kafka, auto_offset_reset="earliest",
                              enable_auto_commit=False, group_id=None, consumer_timeout_ms=3000)
@@ -237,6 +248,8 @@ class PipelineRun:
     """CPU seconds of the Kafka broker and the ClickHouse server over the same span."""
     machine_cpu_s: float = 0.0
     """CPU seconds of every process on the machine over the same span (the bench's own polling included)."""
+    clickhouse_work: dict[str, int] = field(default_factory=dict)
+    """Growth of :data:`SERVER_COUNTERS` over the same span (the bench's own count() polls included)."""
     caught_up_s: dict[str, float] = field(default_factory=dict)
     """Seconds from the first event until each consumer group's committed offsets reached the end, and
     (``rows``) until ClickHouse held every transfer row: which part of the pipeline finished last."""
@@ -280,6 +293,7 @@ def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messa
                     cpu_first = [cpu_seconds(pid) for pid in pids()]
                     servers_first = {name: cpu_seconds(pid) for name, pid in servers.items()}
                     busy_first = machine_busy()[0]
+                    counters_first = server_counters(client)
                 else:
                     time.sleep(0.2)
                     continue
@@ -305,9 +319,10 @@ def run_pipeline(kafka: str, clickhouse: str, prefix: str, transfers: int, messa
         cpu = [cpu_seconds(pid) - before for pid, before in zip(pids(), cpu_first, strict=True)]
         servers_cpu = {name: cpu_seconds(pid) - servers_first[name] for name, pid in servers.items()}
         machine_cpu = (machine_busy()[0] - busy_first) / os.sysconf("SC_CLK_TCK")
+        work_done = {name: value - counters_first[name] for name, value in server_counters(client).items()}
         mem = [memory(pid) for pid in pids()]
         return PipelineRun(layout, finished - first, messages, first - spawned, outages(kafka, topics), mem,
-                           sum(cpu), cpu, servers_cpu, machine_cpu, caught_up)
+                           sum(cpu), cpu, servers_cpu, machine_cpu, work_done, caught_up)
     finally:
         pipeline.stop()
         client.disconnect()
@@ -337,6 +352,12 @@ def describe(run: PipelineRun, raw_rate: float, ceiling_rate: float | None) -> N
         f"{cores * run.seconds:.1f} ({run.machine_cpu_s / (cores * run.seconds):.0%} of {cores} cores) = "
         f"{run.machine_cpu_s / run.events * 1e6:.1f} us of CPU per event, where {cores} cores at 50,000 "
         f"events/s leave {cores / 50_000 * 1e6:.0f}")
+    work = run.clickhouse_work
+    if work:
+        say(f"  ClickHouse's own counters: {work['InsertQuery']:,} inserts of {work['InsertedRows']:,} rows, "
+            f"{work['SelectQuery']:,} selects; {work['CompressedReadBufferBytes'] / 1e9:.1f} GB decompressed "
+            f"by all reads, of which merges {work['MergedUncompressedBytes'] / 1e9:.1f} GB "
+            f"({work['MergedRows']:,} rows merged)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
