@@ -22,8 +22,8 @@ events (transfers, and each head once per partition: the same count in either la
   because a message is committed only when all of them acked it. Layouts: ``one`` worker with ``--role
   all``; ``two`` such workers sharing the partitions; ``split``, a ``--role detect`` and a ``--role store``
   worker, the layout docker-compose runs (two consumer groups, so one process per core here); ``split2``,
-  that layout scaled out with a second ``--role detect`` worker (the detect worker is the one that finishes
-  last, so this is the most the two cores give a pipeline of this shape);
+  that layout with a second ``--role detect`` worker (the detect worker is the one that finishes last: this
+  shows whether sharing its partitions helps on the same cores);
 - each worker's resident memory at the end (VmRSS, and the peak VmHWM), with every exchange's state loaded
   in the detecting workers;
 - whether every later layout made the same outage decisions as the first.
