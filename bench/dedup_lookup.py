@@ -3,9 +3,10 @@
 Why: the lookup (``streams/store/dedup.py``) runs once per inserted batch and names the batch's block-time
 span, exchanges and transaction prefixes. The table is sorted by (exchange, chain, block_time, ...) and
 partitioned by day, so when a day holds many (exchange, chain) pairs each index granule (8,192 rows) spans
-dozens of them, and neither the time span nor the prefixes let the server skip a granule: a lookup then
-reads the key columns of most of the day so far. The replay benchmark showed it as ~45 % of the server's
-CPU; this one measures how a lookup's cost grows with the rows already stored that day.
+dozens of them and the index cannot skip granules by time; only a part's block-time min/max can. The replay
+benchmark showed the lookup as 43-45 % of the server's CPU, its worst case (1.7 h of chain time, every
+batch overlapping every part); this one measures whether a lookup's cost grows with the rows already stored
+in a live day (measured: it did not, ``docs/benchmarks.md``).
 
 It fills one day with ``--exchanges`` x ``--chains`` pairs (random-looking transaction hashes, block times
 in order, as a chain would give them) in inserts of ``--catch-up`` rows, as the sink writes them, leaving
@@ -122,8 +123,11 @@ def main() -> None:
             live = lookup_costs(backend, day, pid, args.live, args.runs, seconds_per_row, args.overlap_s)
             full = lookup_costs(backend, day, pid, args.catch_up, args.runs, seconds_per_row, args.overlap_s)
             assert live[2] == 0 and full[2] == 0, "new transfers were found stored"
-            print(f"{day.made:>12,} | {live[0]:>13.1f} {live[1] or 0:>13.1f} | {full[0]:>17.1f} {full[1] or 0:>13.1f}"
-                  f" | {parts}", flush=True)
+            def cpu(ms: float | None) -> str:
+                return f"{ms:>13.1f}" if ms is not None else f"{'n/a':>13}"  # server PID not found
+
+            print(f"{day.made:>12,} | {live[0]:>13.1f} {cpu(live[1])} | {full[0]:>17.1f} {cpu(full[1])} | {parts}",
+                  flush=True)
         backend.close()
     finally:
         infra("clickhouse", "stop", env)
