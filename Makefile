@@ -2,6 +2,10 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# pytest-xdist workers. Integration tests mostly wait on servers and subprocesses, so more workers than cores
+# pay off; each worker starts servers of its own (tests/ports.py).
+TEST_WORKERS ?= 4
+UNIT_WORKERS ?= 2
 
 .PHONY: setup infra demo test lint unit clean
 
@@ -23,7 +27,7 @@ lint: setup
 	$(BIN)/mypy
 
 unit: setup
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n $(UNIT_WORKERS) tests/unit
 
 test: setup
 	bash infra/kafka.sh install
@@ -33,7 +37,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	docker-compose config -q
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 clean:
 	bash infra/down.sh || true

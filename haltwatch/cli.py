@@ -21,6 +21,7 @@ from haltwatch import operator_cli, secrets
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from haltwatch.secrets import redact
 from schemas.topics import Topics
+from streams.group_membership import DEFAULT_SESSION_TIMEOUT_S
 from streams.roles import WorkerRole
 
 app = typer.Typer(
@@ -321,6 +322,12 @@ def worker(
                           help="all: everything in one process. detect + store: two processes (two consumer "
                           "groups), so that a slow or unreachable ClickHouse never holds up detection.")
     ] = WorkerRole.ALL,
+    kafka_session_timeout: Annotated[
+        float, typer.Option(envvar="HALTWATCH_KAFKA_SESSION_TIMEOUT", min=1.0, max=90.0,
+                            help="Seconds Kafka waits for a silent worker before its partitions go to the others "
+                            "(and before a restarted worker can rejoin); the broker's group.min.session.timeout.ms "
+                            "(6 s by default) is the floor.")
+    ] = DEFAULT_SESSION_TIMEOUT_S,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run a Faust worker: detection, correlation, chain monitoring, outage events and the ClickHouse sink."""
@@ -360,6 +367,7 @@ def worker(
         policy=policy,
         exchange_metadata=metadata,
         operator=operator,
+        kafka_session_timeout_s=kafka_session_timeout,
     )
     faust_app = create_app(settings)
     Worker(faust_app, loglevel="debug" if verbose else "info", quiet=True).execute_from_commandline()

@@ -66,6 +66,7 @@ from schemas.records import (
 )
 from schemas.topics import Topics
 from streams.detection import ChainMonitor, DetectionPolicy, IncidentCorrelator, OutageDetector, WallClock
+from streams.group_membership import DEFAULT_SESSION_TIMEOUT_S, heartbeat_interval
 from streams.recovery_guard import RecoveryGuard
 from streams.roles import WorkerRole
 from streams.store.backend import ClickHouseBackend, StoreError
@@ -195,6 +196,8 @@ class WorkerSettings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     data_dir: Path = Path(".haltwatch/worker")
+    kafka_session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
+    """How long a crashed worker keeps its partitions (``streams/group_membership.py``)."""
     sink_batch: int = 5_000
     sink_within_s: float = 0.25
     detect_batch: int = 2_000
@@ -259,6 +262,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
         datadir=str(settings.data_dir),
         producer_acks=-1,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=heartbeat_interval(settings.kafka_session_timeout_s),
     )
     topics = settings.topics
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from haltwatch.local import infra
+from tests import ports
 
-# HALTWATCH_TEST_PORT_BASE moves every port (default 29000 -> Kafka 29092, anvil 28545, ClickHouse 29000), so two
-# test sessions on one machine do not stop each other's servers.
-_BASE = int(os.environ.get("HALTWATCH_TEST_PORT_BASE", "29000"))
-KAFKA_ENV = {"KAFKA_PORT": str(_BASE + 92), "KAFKA_CONTROLLER_PORT": str(_BASE + 93), "KAFKA_PARTITIONS": "4"}
-ANVIL_ENV = {"ANVIL_PORT": str(_BASE - 455), "ANVIL_ARGS": "--no-mining"}
-CLICKHOUSE_ENV = {"CLICKHOUSE_TCP_PORT": str(_BASE), "CLICKHOUSE_HTTP_PORT": str(_BASE - 877)}
+# Each test process (each pytest-xdist worker) has servers of its own: tests/ports.py.
+KAFKA_ENV = {"KAFKA_PORT": str(ports.KAFKA_PORT), "KAFKA_CONTROLLER_PORT": str(ports.KAFKA_PORT + 1),
+             "KAFKA_PARTITIONS": "4"}
+ANVIL_ENV = {"ANVIL_PORT": str(ports.ANVIL_PORT), "ANVIL_ARGS": "--no-mining"}
+CLICKHOUSE_ENV = {"CLICKHOUSE_TCP_PORT": str(ports.CLICKHOUSE_TCP_PORT),
+                  "CLICKHOUSE_HTTP_PORT": str(ports.CLICKHOUSE_HTTP_PORT)}
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,6 @@ never disturbs another test of the same session. anvil is the session's: nothing
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import threading
 import time
@@ -46,14 +45,13 @@ from schemas.codec import encode
 from schemas.records import ChainHead, OutageEvent, OutageState, TransferEvent
 from schemas.topics import Topics
 from streams.store.backend import ClickHouseBackend, open_backend
+from tests import ports
 from tests.integration.connector_support import head_numbers_continuous, heads, read_topic
 from tests.integration.oracle import Transfer, canonical_transfers
 from tests.integration.test_end_to_end import EXCHANGE, _tip, last_withdrawal_before, wait_until_connector_published
 
-_BASE = int(os.environ.get("HALTWATCH_TEST_PORT_BASE", "29000"))
-FAULT_KAFKA_PORT = _BASE + 192
-"""Off the session's Kafka (base + 92/93) and ClickHouse (base, base - 877) ports."""
-FAULT_CLICKHOUSE_PORT = _BASE + 100
+FAULT_KAFKA_PORT = ports.FAULT_KAFKA_PORT
+FAULT_CLICKHOUSE_PORT = ports.FAULT_CLICKHOUSE_PORT
 KAFKA_DOWN_S = 5.0
 """How long the killed broker stays dead before it is started again (its start then takes ~10-20 s more)."""
 KAFKA_LONG_DOWN_S = 70.0

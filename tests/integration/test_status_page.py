@@ -144,16 +144,18 @@ def test_status_page_shows_the_halt_live_and_back(kafka, anvil, run_dir, tmp_pat
             opened_at = watcher.sequence().index("open") if "open" in watcher.sequence() else None
             assert opened_at is not None, f"the cell never showed the outage: {watcher.states}"
             assert watcher.wait_for("ok", opened_at, 30), f"the cell did not turn back to ok: {watcher.states}"
-            time.sleep(1.5)  # let the incident panel's last push land before the final screenshot
+            panel_script = ("[...document.querySelectorAll('li.incident')].map(li => [li.dataset.outageId, "
+                            "li.dataset.state, li.innerText])")
+            deadline = time.monotonic() + 30  # the incident panel's last push lands after the cell's
+            while not ((panel := browser.evaluate(panel_script)) and panel[0][1] == "resolved"):
+                assert time.monotonic() < deadline, f"the incident panel never showed the resolution: {panel}"
+                time.sleep(0.2)
             final = browser.screenshot(artifacts / "99-final.png")
 
             sequence = [s for s in watcher.sequence() if s is not None]
             assert sequence[0] == "warming_up" and "ok" in sequence[:sequence.index("open")], sequence
             assert sequence[-1] == "ok" and watcher.errors == []
             assert browser.evaluate("window.__loadedOnce") == 42, "the page reloaded instead of updating live"
-            panel = browser.evaluate(
-                "[...document.querySelectorAll('li.incident')].map(li => [li.dataset.outageId, li.dataset.state,"
-                " li.innerText])")
             (outage_id, state, text) = panel[0]
             assert outage_id == events.events[-1].outage_id and state == "resolved"
             for label in ("Resolved", EXCHANGE, "Started", "Duration", "Confidence"):

@@ -183,7 +183,7 @@ def test_a_whole_state_is_carried_on_and_rewritten_in_parts(kafka, tmp_path):
         publish(kafka, pipeline.topics.transfers, trace.blocks(341, 350))
         pipeline.start_worker()
         pipeline.wait_worker_ready()
-        # the new worker joins the group only once the killed one's session expired (~60 s; one run took 57 s)
+        # the new worker joins the group once the killed one's session is over (--kafka-session-timeout, 10 s)
         rows = okx_rows(pipeline, 350, timeout_s=150)
         for chain in CHAINS:
             assert rows[chain]["withdrawals_seen"] == saved_withdrawals[chain] + 25, rows
