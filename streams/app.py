@@ -83,6 +83,7 @@ from streams.store.rows import (
 )
 from streams.store.sink import TableSink
 from streams.store.status import snapshot
+from streams.uncommitted_rewind import rewind_after_seek
 from streams.web import OperatorSettings, register_web
 
 log = logging.getLogger(__name__)
@@ -216,8 +217,9 @@ class WorkerSettings:
 
 
 class WorkerApp(faust.App):
-    """The Faust app, which creates its topics before it starts (why: ``haltwatch/kafka_topics.py``), and
-    guards its table recoveries (why: ``streams/recovery_guard.py``)."""
+    """The Faust app, which creates its topics before it starts (why: ``haltwatch/kafka_topics.py``), guards
+    its table recoveries (why: ``streams/recovery_guard.py``) and reads partitions nobody committed from their
+    beginning (why: ``streams/uncommitted_rewind.py``)."""
 
     topic_specs: list[TopicSpec]
     bootstrap: str
@@ -230,6 +232,7 @@ class WorkerApp(faust.App):
         if self.recovery_guard is not None:
             # started here, not as an ``app.timer``: Faust starts timers only once the first recovery is done
             self.add_future(self.recovery_guard.run(RECOVERY_CHECK_S))
+        rewind_after_seek(self.consumer)
         await super().on_first_start()
 
 

@@ -131,14 +131,16 @@ class Fault(threading.Thread):
     this thread, while the chain goes on."""
 
     def __init__(self, take_down: Callable[[], None], bring_up: Callable[[], None], down_s: float,
-                 while_down: Callable[[], None] | None = None) -> None:
-        """``while_down`` runs every ``SAMPLE_S`` seconds until the server is brought back (to watch the
-        pipeline during the fault)."""
+                 while_down: Callable[[], None] | None = None, once_down: Callable[[], None] | None = None) -> None:
+        """``once_down`` runs once in this thread when the server is down, while the chain goes on (to act
+        once the pipeline has met the fault); ``while_down`` runs every ``SAMPLE_S`` seconds until the server
+        is brought back (to watch the pipeline during the fault)."""
         super().__init__(name="fault", daemon=True)
         self.take_down = take_down
         self.bring_up = bring_up
         self.down_s = down_s
         self.while_down = while_down
+        self.once_down = once_down
         self.times: dict[str, float] = {}
         self.error: BaseException | None = None
 
@@ -151,6 +153,9 @@ class Fault(threading.Thread):
     def run(self) -> None:
         try:
             until = self.times["is_down"] + self.down_s
+            if self.once_down is not None:
+                self.once_down()
+                self.times["once_down"] = time.time()
             while time.time() < until:
                 if self.while_down is not None:
                     self.while_down()
@@ -315,6 +320,7 @@ def assert_store_matches(backend: ClickHouseBackend, truth: set[Transfer]) -> No
 
 
 RETRIED = re.compile(r"block (\d+) not delivered")
+SINK_FAILED = re.compile(r"insert into \w+ \(\d+ rows\) failed")
 
 
 def assert_transfers_topic_matches(run: HaltRun, truth: set[Transfer]) -> int:
@@ -489,6 +495,15 @@ def test_clickhouse_server_down_for_a_minute(backlog: int, split_roles: bool, ow
     def take_down() -> None:
         own_clickhouse.stop()
         offsets["down"] = transfers_end_offset(kafka, run.pipeline.topics)
+
+    def sink_failed_then_backlog() -> None:
+        """The backlog goes out once a sink has met the dead server and retries its insert: from then on its
+        stream buffer can only fill. Sent before that, while the sink had no row to insert, it drained through
+        the sink without a stall (one run on a loaded machine)."""
+        deadline = time.monotonic() + 60
+        while not SINK_FAILED.search(run.log(run.workers[-1])):
+            assert time.monotonic() < deadline, "no sink met the dead server within 60 s"
+            time.sleep(0.1)
         publish_backlog(kafka, run.pipeline.topics, backlog)
 
     def watch() -> None:
@@ -500,7 +515,8 @@ def test_clickhouse_server_down_for_a_minute(backlog: int, split_roles: bool, ow
         offsets["restarting"] = transfers_end_offset(kafka, run.pipeline.topics)
         own_clickhouse.start()
 
-    fault = Fault(take_down, bring_up, CLICKHOUSE_DOWN_S, while_down=watch)
+    fault = Fault(take_down, bring_up, CLICKHOUSE_DOWN_S, while_down=watch,
+                  once_down=sink_failed_then_backlog if backlog else None)
     try:
         run.start("chdown")
         run.play(fault, CLICKHOUSE_FAULT_AT)
@@ -522,7 +538,7 @@ def test_clickhouse_server_down_for_a_minute(backlog: int, split_roles: bool, ow
           f"{backlog_seen} transfers-topic records published while it was down; (s, connector published, "
           f"detector head) while down: {watched}")
     assert played_at < back, "the halt and the resume played while ClickHouse was down"
-    assert re.search(r"insert into \w+ \(\d+ rows\) failed", store_log), "the sinks met the dead server"
+    assert SINK_FAILED.search(store_log), "the sinks met the dead server"
 
     assert_transfers_topic_matches(run, truth)
     assert_stored_once(run, truth)
