@@ -5,7 +5,7 @@ PYTHON ?= python3
 # pytest-xdist workers. Integration tests mostly wait on servers and subprocesses, so more workers than cores
 # pay off; each worker starts servers of its own (tests/ports.py).
 TEST_WORKERS ?= 4
-UNIT_WORKERS ?= 2
+UNIT_WORKERS ?= 4
 
 .PHONY: setup infra demo test lint unit clean
 

@@ -13,6 +13,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,15 @@ def test_file_size_limit_is_reported_not_a_signal(tmp_path: Path) -> None:
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Polls ``condition``: retries come after jittered backoff, and a busy machine may delay them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, f"not within {timeout_s} s: {what}"
+        await asyncio.sleep(0.05)
+
+
 def test_run_time_full_disk_holds_then_writes_once_space_is_freed(tmp_path: Path) -> None:
     metrics = ConnectorMetrics("ethereum")
 
@@ -121,10 +131,9 @@ def test_run_time_full_disk_holds_then_writes_once_space_is_freed(tmp_path: Path
         filler = fill(fs)
         stopping = asyncio.Event()
         saving = asyncio.create_task(save_until_written(file, checkpoint(21), stopping, metrics))
-        await asyncio.sleep(2.5)  # the first retry comes after 0.5-1.5 s: at least two attempts by now
+        await until(lambda: metrics.value("checkpoint_errors_total", reason="ENOSPC") >= 2, "a failed retry")
         assert not saving.done()
         assert metrics.value("checkpoint_ok") == 0
-        assert metrics.value("checkpoint_errors_total", reason="ENOSPC") >= 2
         assert file.load() == checkpoint(20)
         filler.unlink()
         assert await asyncio.wait_for(saving, timeout=40) is True
@@ -160,12 +169,13 @@ def test_linked_writer_holds_the_published_block_until_its_checkpoint_is_written
 
     async def scenario(fs: Path) -> None:
         file = CheckpointFile(fs / "cp.json")
+        metrics = ConnectorMetrics("solana")
         writer = LinkedWriter("solana", "solana:solana", 64, publisher, file,  # type: ignore[arg-type]
-                              ConnectorMetrics("solana"), asyncio.Event())
+                              metrics, asyncio.Event())
         await writer.publish(linked_block(1, 0))
         filler = fill(fs)
         publishing = asyncio.create_task(writer.publish(linked_block(2, 1)))
-        await asyncio.sleep(2.5)
+        await until(lambda: metrics.value("checkpoint_errors_total", reason="ENOSPC") >= 2, "a failed retry")
         assert not publishing.done()
         assert [h.number for h in publisher.heads] == [1, 2]  # published, so the next block must wait
         assert file.load() is not None and file.load().number == 1  # type: ignore[union-attr]
