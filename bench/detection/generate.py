@@ -1,6 +1,6 @@
 """Generate a detection scenario: ``events.jsonl.gz`` as the transfers topic would carry it, and ``truth.json``.
 
-    python -m bench.detection.generate --out DIR --days N --seed S [--exchanges K] [--quiet]
+    python -m bench.detection.generate --out DIR --days N --seed S [--exchanges K] [--quiet] [--traffic bursty]
 
 Records are in global block-time order, each block's transfers before its head, exactly the order the
 live pipeline delivers (a head means "all of this block's transfers were published"). Counts are drawn per
@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from bench.detection.model import Blocks, FloatArray, IntArray, Model
-from bench.detection.scenario import EXCHANGES, Config, build_truth
+from bench.detection.scenario import EXCHANGES, TRAFFIC, Config, build_truth
 from bench.detection.writer import BLOCK, DEPOSIT, INTERNAL, WITHDRAWAL, Writer, block_hex
 
 QUIET_DAYS = 9.0
@@ -166,9 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--exchanges", type=int, default=len(EXCHANGES), help="number of exchanges")
     parser.add_argument("--quiet", action="store_true", help="no incidents, no stalls: false-alarm measurement")
+    parser.add_argument("--traffic", choices=TRAFFIC, default="smooth",
+                        help="smooth: seasonality and slow drift; bursty: plus short-timescale swings, volatility "
+                        "episodes, regime shifts, manual batches and an added hot wallet (bench/detection/bursty.py)")
     args = parser.parse_args(argv)
     days = args.days if args.days is not None else (QUIET_DAYS if args.quiet else INCIDENT_DAYS)
-    config = Config(days=days, seed=args.seed, exchanges=args.exchanges, quiet=args.quiet)
+    config = Config(days=days, seed=args.seed, exchanges=args.exchanges, quiet=args.quiet, traffic=args.traffic)
     started = time.perf_counter()
     try:
         truth = generate(args.out, config)

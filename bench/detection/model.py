@@ -9,7 +9,9 @@ Withdrawal intensity of (exchange, chain) at chain time ``t``, in withdrawals pe
 
 - ``daily``: ``1 + A cos(2 pi (t - peak) / 1 day)``, peak hour per exchange; ``A = 0.5`` gives peak:trough 3:1;
 - ``weekly``: ``weekend_factor`` on UTC Saturdays and Sundays, 1 otherwise;
-- ``drift``: ``exp`` of a per-exchange slow random walk, stored as hourly knots and interpolated linearly.
+- ``drift``: ``exp`` of a per-exchange slow random walk, stored as hourly knots and interpolated linearly;
+- with ``--traffic bursty``, times the short-timescale swings of :mod:`.bursty`, and on the chain where a
+  new hot wallet takes over part of the payouts, the share still paid from labelled wallets.
 
 Batched exchanges pay in batches of ``batch_mean`` withdrawals on average, so their batches arrive at
 ``intensity / batch_mean``. Events are drawn per block: the mean of a block is the intensity at its time
@@ -24,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from bench.detection.bursty import exchange_factor, seen_share
 
 DAY = 86_400
 HOUR = 3_600
@@ -70,6 +74,7 @@ class Model:
         self.weekend_factor = float(seasonality["weekend_factor"])
         self.exchanges: Mapping[str, Any] = truth["exchanges"]
         self.chains: Mapping[str, Any] = truth["chains"]
+        self.bursty: Mapping[str, Any] | None = truth.get("bursty")
 
     def chain_params(self, exchange: str, chain: str) -> Mapping[str, Any]:
         params: Mapping[str, Any] = self.exchanges[exchange]["chains"][chain]
@@ -89,12 +94,16 @@ class Model:
         knots = float(drift["t0"]) + float(drift["step_s"]) * np.arange(len(drift["log"]), dtype=np.float64)
         level = np.exp(np.interp(t, knots, np.asarray(drift["log"], dtype=np.float64)))
         result: FloatArray = daily * weekly * level
+        if self.bursty is not None:
+            result *= exchange_factor(self.bursty, exchange, times)
         return result
 
     def rate(self, exchange: str, chain: str, times: IntArray) -> FloatArray:
         """Normal withdrawal intensity (per second) at each time; incidents are not applied."""
         per_hour = float(self.chain_params(exchange, chain)["rate_per_hour"])
         result: FloatArray = per_hour / HOUR * self.shape(exchange, times)
+        if self.bursty is not None:
+            result *= seen_share(self.bursty, exchange, chain, times)
         return result
 
     def batch_rate(self, exchange: str, chain: str, times: IntArray) -> FloatArray:

@@ -1,6 +1,7 @@
 """The whole detection benchmark: generate -> backtest -> score, for an incident run and a quiet run.
 
     python -m bench.detection.run [--workdir DIR] [--seed 1] [--days 4] [--quiet-days 9] [--exchanges 12]
+                                  [--traffic smooth|bursty]
 
 The incident run measures detection (halts, degradation, correlated halt, stalls and lost feeds); the
 quiet run (no incidents, no stalls) measures false alarms over 12 x 8 exchange-days after warm-up. The two
@@ -24,7 +25,7 @@ import orjson
 from bench.detection.generate import INCIDENT_DAYS, QUIET_DAYS, generate
 from bench.detection.ideal import Budget
 from bench.detection.report import format_report
-from bench.detection.scenario import EXCHANGES, Config
+from bench.detection.scenario import EXCHANGES, TRAFFIC, Config
 from bench.detection.score import score_report
 from streams.detection.backtest import run_backtest
 from streams.detection.policy import DetectionPolicy
@@ -95,11 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-days", type=float, default=QUIET_DAYS, help="quiet run length")
     parser.add_argument("--exchanges", type=int, default=len(EXCHANGES))
     parser.add_argument("--serial", action="store_true", help="one run after the other (default: in parallel)")
+    parser.add_argument("--traffic", choices=TRAFFIC, default="smooth",
+                        help="smooth, or bursty payout rates (bench/detection/bursty.py)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     jobs = [
-        ("incident", args.workdir / "incident", Config(args.days, args.seed, args.exchanges)),
-        ("quiet", args.workdir / "quiet", Config(args.quiet_days, args.seed + 1, args.exchanges, quiet=True)),
+        ("incident", args.workdir / "incident", Config(args.days, args.seed, args.exchanges, traffic=args.traffic)),
+        ("quiet", args.workdir / "quiet", Config(args.quiet_days, args.seed + 1, args.exchanges, quiet=True,
+                                                 traffic=args.traffic)),
     ]
     if args.serial:
         results = [pipeline(*job) for job in jobs]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.detection.bursty import apply_manual, bursty_truth
 from bench.detection.model import CHAIN_INTERVALS, DAY, HOUR
 
 START = 1_709_251_200
@@ -33,6 +34,7 @@ WEEKEND_FACTOR = 0.7
 DRIFT_SIGMA = 0.15
 DRIFT_TAU_H = 48.0
 DEGRADED_FACTOR = 0.1
+TRAFFIC = ("smooth", "bursty")
 DETECTABLE_PER_HOUR = 30.0
 """Incidents are put on traffic at least this busy, so a 1-2 hour halt is detectable at all."""
 
@@ -79,6 +81,9 @@ class Config:
     quiet: bool = False
     chains: tuple[str, ...] = tuple(CHAIN_INTERVALS)
     """Subset of chains to simulate (tests use fewer, for speed)."""
+    traffic: str = "smooth"
+    """``smooth``: seasonality and a slow drift only; ``bursty``: plus the short-timescale swings, episodes,
+    regime shifts, manual batches and added hot wallet of :mod:`.bursty`."""
 
 
 def exchange_specs(config: Config, rng: np.random.Generator) -> list[ExchangeSpec]:
@@ -133,6 +138,8 @@ def build_truth(config: Config) -> dict[str, Any]:
     """Every parameter of the scenario, incidents and chain events included."""
     if config.days <= 0:
         raise ValueError("days must be positive")
+    if config.traffic not in TRAFFIC:
+        raise ValueError(f"traffic must be one of {', '.join(TRAFFIC)}, got {config.traffic!r}")
     rng = np.random.default_rng(config.seed)
     start = START
     end = start + round(config.days * DAY)
@@ -141,7 +148,8 @@ def build_truth(config: Config) -> dict[str, Any]:
         raise ValueError("no exchange pays on the selected chains")
     truth: dict[str, Any] = {
         "generator": {"name": "bench.detection.generate", "version": 1, "seed": config.seed, "days": config.days,
-                      "exchanges": config.exchanges, "quiet": config.quiet, "chains": list(config.chains)},
+                      "exchanges": config.exchanges, "quiet": config.quiet, "chains": list(config.chains),
+                      "traffic": config.traffic},
         "quiet": config.quiet,
         "start": start,
         "end": end,
@@ -154,6 +162,9 @@ def build_truth(config: Config) -> dict[str, Any]:
         "incidents": [],
         "chain_events": [],
     }
+    if config.traffic == "bursty":
+        truth["bursty"] = bursty_truth(truth["exchanges"], config.seed, start, end)
+        apply_manual(truth)
     if not config.quiet:
         incidents, chain_events = schedule(truth, rng)
         truth["incidents"], truth["chain_events"] = incidents, chain_events
