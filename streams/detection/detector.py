@@ -465,8 +465,10 @@ class OutageDetector:
             if self._collapse_due(c, open_at):
                 c.tainted = True
                 anchor = f"degraded:{head.number}"
-                c.incident = self._start(ctx, OutageState.DEGRADED, head.block_time, c.last.tx, c.chain, c.chain,
-                                         anchor=anchor, observed=1)
+                # the rate test's own evidence, which crossed the threshold: not the silence's, which did not
+                collapse = replace(ctx, evidence=c.drop)
+                c.incident = self._start(collapse, OutageState.DEGRADED, head.block_time, c.last.tx, c.chain,
+                                         c.chain, anchor=anchor, observed=1)
                 return [c.incident.last]
             return []
         return self._progress(inc, ctx, open_at, suspect_at, c)

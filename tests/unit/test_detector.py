@@ -309,6 +309,24 @@ def test_rate_collapse_is_degraded_then_resolves(detector):
     assert recovered[-1].outage_id == degraded[0].outage_id
 
 
+def test_a_collapse_is_reported_with_the_evidence_that_crossed_its_threshold(detector):
+    """The rate test decides on its own evidence; the record must carry it (and its p-value and confidence),
+    not the evidence of the current silence, which is far below any threshold during a collapse."""
+    sim = Sim(detector, {"tron": 3}, {("htx", "tron"): 900})
+    sim.run(24 * HOUR)
+    track = detector.exchanges_["htx"].chains["tron"]
+    threshold = detector._threshold(track.rate.overall() * detector.policy.budget_s,
+                                    detector._tests(detector.exchanges_["htx"]))
+    events = [e for e in sim.run(HOUR, lambda ex, ch, t: 0.1) if isinstance(e, OutageEvent)]
+    collapses = [e for e in events if e.state is OutageState.DEGRADED and e.reason.startswith("payout rate")]
+    assert collapses, f"the rate test must report the collapse: {states(events)}"
+    for e in collapses:
+        evidence = float(e.reason.split("evidence ")[1].split(" nats")[0])
+        assert evidence >= threshold * 0.999, (evidence, threshold)
+        assert -math.log(e.p_value) == pytest.approx(evidence, abs=0.05)
+        assert e.confidence > 0.99
+
+
 def test_reorged_last_withdrawal_moves_the_incident_start(detector):
     sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
     sim.run(6 * HOUR)
