@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from schemas.records import ChainHead, ChainState, OutageEvent, OutageState
+from streams.detection.budget import BUDGET_STATES
 from streams.detection.chains import ChainMonitor
 from streams.detection.detector import OutageDetector
 from streams.store.status import covering_incident
@@ -68,6 +69,24 @@ class _StateCollector(Collector):
             open_incidents.add_metric([state.value], incidents.get(state.value, 0))
         yield states
         yield open_incidents
+
+        budget = self.detector.policy
+        estimated = GaugeMetricFamily(
+            f"{PREFIX}_false_alarms_estimated",
+            f"False alarms per {budget.budget_days:g} days the thresholds are estimated to give on the "
+            f"exchange's own normal gaps (budget {budget.false_alarms_per_exchange:g}); absent while learning.",
+            labels=["exchange"])
+        budget_state = GaugeMetricFamily(
+            f"{PREFIX}_false_alarm_budget_state", "1 for the state of each exchange's false-alarm budget.",
+            labels=["exchange", "state"])
+        for name in list(self.detector.exchanges_):
+            found = self.detector.budget(name)
+            if found.estimated is not None:
+                estimated.add_metric([name], found.estimated)
+            for state in BUDGET_STATES:
+                budget_state.add_metric([name, state], 1.0 if found.state == state else 0.0)
+        yield estimated
+        yield budget_state
 
         chains = GaugeMetricFamily(f"{PREFIX}_chain_state", "1 for the state each chain is in.",
                                    labels=["chain", "state"])

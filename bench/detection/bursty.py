@@ -135,6 +135,26 @@ def exchange_factor(bursty: Mapping[str, Any], exchange: str, times: IntArray) -
     return result
 
 
+def known_factor(bursty: Mapping[str, Any], exchange: str, times: IntArray) -> FloatArray:
+    """The part of :func:`exchange_factor` an observer could know in advance: the regime shift alone.
+
+    The ideal detector knows the law of the swings and episodes, not their path (:mod:`.swing_law`)."""
+    entry = bursty["exchanges"].get(exchange)
+    result: FloatArray = np.ones(len(times), dtype=np.float64)
+    regime = entry.get("regime") if entry is not None else None
+    if regime is not None:
+        result[times >= regime["at"]] *= float(regime["factor"])
+    return result
+
+
+def noise_law(bursty: Mapping[str, Any], exchange: str) -> tuple[float, float]:
+    """(standard deviation, correlation time in seconds) of an exchange's swings; (0, 0) if it has none."""
+    entry = bursty["exchanges"].get(exchange)
+    if entry is None:
+        return 0.0, 0.0
+    return float(entry["noise"]["sd"]), float(entry["noise"]["tau_s"])
+
+
 def seen_share(bursty: Mapping[str, Any], exchange: str, chain: str, times: IntArray) -> FloatArray:
     """Share of an (exchange, chain)'s payouts that leave from labelled wallets (less after the takeover)."""
     result: FloatArray = np.ones(len(times), dtype=np.float64)

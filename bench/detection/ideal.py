@@ -1,4 +1,4 @@
-"""The ideal gap detector: what a detector that *knows* the true rates could achieve, for comparison.
+"""The ideal gap detector: what a detector that *knows* the true process could achieve, for comparison.
 
 It knows the true intensity of independent payout decisions (``Model.batch_rate``: withdrawals for
 exchanges that pay one by one, batches for those that batch, since a batch's withdrawals are not
@@ -7,6 +7,12 @@ traffic the integrated intensity over a gap is an Exp(1) variable, so a gap test
 false alarm on a share ``exp(-h)`` of the gaps. Choosing ``h = ln(expected gaps over the run / budget
 count)`` spends exactly the detector's false-alarm budget; like the detector, it splits the budget evenly
 over its tests (one per chain, plus one exchange-wide when the exchange uses two or more chains).
+
+On bursty traffic it knows the process, not its path: the rates without the swings and episodes
+(``Model(known_only=True)``), and the law of the swings, from which :mod:`.swing_law` turns each threshold
+in nats into the silence (in known-rate payouts) that is that improbable. It is then as fast as any
+detector can be that keeps its promise on this traffic, and no faster: one that knew the realised swings
+would see every dip coming.
 
 Exposure is counted per published block (interval times the rate at the block), as the events were
 drawn and as a head-driven detector sees time: a chain stall adds no blocks, a lost feed no heads.
@@ -25,7 +31,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench.detection.bursty import noise_law
 from bench.detection.model import DAY, Blocks, FloatArray, IntArray, Model
+from bench.detection.swing_law import threshold_units
 from streams.detection.backtest import open_lines
 
 GRACE_S = 600
@@ -63,7 +71,7 @@ class IdealDetector:
     """Gap tests on the true intensity of one scenario."""
 
     def __init__(self, truth: Mapping[str, Any], budget: Budget | None = None) -> None:
-        self.model = Model(truth)
+        self.model = Model(truth, known_only=True)
         self.budget = budget or Budget()
         self._blocks: dict[str, Blocks] = {}
         self._gaps: dict[tuple[str, str], float] = {}
@@ -94,6 +102,20 @@ class IdealDetector:
         run_days = (self.model.end - self.model.start) / DAY
         allowed = self.budget.false_alarms * run_days / self.budget.days / self.tests(exchange)
         return math.log(max(gaps / allowed, 1.0))
+
+    def units(self, exchange: str, chains: Iterable[str], h: float, start: int, until: int) -> float:
+        """The silence, in known-rate payouts, at which a test of threshold ``h`` nats fires: ``h`` itself for
+        Poisson traffic, more for bursty (:func:`.swing_law.threshold_units`, at the test's mean known rate
+        over the incident window)."""
+        bursty = self.model.bursty
+        if bursty is None:
+            return h
+        sd, tau = noise_law(bursty, exchange)
+        if sd <= 0:
+            return h
+        grid = np.arange(start, until + 1, 60, dtype=np.int64)
+        rate = sum(float(self.model.batch_rate(exchange, c, grid).mean()) for c in chains)
+        return threshold_units(h, sd, tau, rate)
 
     def exposure(self, exchange: str, chains: Iterable[str], after: int, before: int) -> tuple[IntArray, FloatArray]:
         """Block times in (after, before) on the given chains and their cumulative expected payouts."""
@@ -143,7 +165,7 @@ class IdealDetector:
             if not times:
                 continue
             h = self.threshold(exchange, chains)
-            at = self.first_alarm(exchange, chains, times, until, h)
+            at = self.first_alarm(exchange, chains, times, until, self.units(exchange, chains, h, start, until))
             if at is not None and (best[0] is None or at < best[0]):
                 best = (at, scope, h)
         return best

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.detection.bursty import exchange_factor, seen_share
+from bench.detection.bursty import exchange_factor, known_factor, seen_share
 
 DAY = 86_400
 HOUR = 3_600
@@ -65,8 +65,11 @@ class Window:
 class Model:
     """Rates and block timelines of one scenario."""
 
-    def __init__(self, truth: Mapping[str, Any]) -> None:
+    def __init__(self, truth: Mapping[str, Any], known_only: bool = False) -> None:
+        """``known_only``: rates without the swings and episodes of bursty traffic (what the ideal detector
+        knows in advance; their law is in :mod:`.swing_law`)."""
         self.truth = truth
+        self.known_only = known_only
         self.start = int(truth["start"])
         self.end = int(truth["end"])
         seasonality = truth["seasonality"]
@@ -95,7 +98,8 @@ class Model:
         level = np.exp(np.interp(t, knots, np.asarray(drift["log"], dtype=np.float64)))
         result: FloatArray = daily * weekly * level
         if self.bursty is not None:
-            result *= exchange_factor(self.bursty, exchange, times)
+            factor = known_factor if self.known_only else exchange_factor
+            result *= factor(self.bursty, exchange, times)
         return result
 
     def rate(self, exchange: str, chain: str, times: IntArray) -> FloatArray:

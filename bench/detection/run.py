@@ -1,7 +1,7 @@
 """The whole detection benchmark: generate -> backtest -> score, for an incident run and a quiet run.
 
     python -m bench.detection.run [--workdir DIR] [--seed 1] [--days 4] [--quiet-days 9] [--exchanges 12]
-                                  [--traffic smooth|bursty]
+                                  [--traffic bursty|smooth]
 
 The incident run measures detection (halts, degradation, correlated halt, stalls and lost feeds); the
 quiet run (no incidents, no stalls) measures false alarms over 12 x 8 exchange-days after warm-up. The two
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-days", type=float, default=QUIET_DAYS, help="quiet run length")
     parser.add_argument("--exchanges", type=int, default=len(EXCHANGES))
     parser.add_argument("--serial", action="store_true", help="one run after the other (default: in parallel)")
-    parser.add_argument("--traffic", choices=TRAFFIC, default="smooth",
-                        help="smooth, or bursty payout rates (bench/detection/bursty.py)")
+    parser.add_argument("--traffic", choices=TRAFFIC, default="bursty",
+                        help="bursty payout rates (bench/detection/bursty.py), or smooth (seasonality and drift only)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     jobs = [

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from schemas.codec import SchemaError, decode, encode
 from schemas.records import ChainHead, LabelSuggestion, OutageEvent, Record, TransferEvent, events_of
+from streams.detection.budget import BudgetEstimate
 from streams.detection.clock import ManualClock
 from streams.detection.detector import OutageDetector
 from streams.detection.policy import DetectionPolicy
@@ -65,6 +66,8 @@ class BacktestSummary:
     seconds: float = 0.0
     first_block_time: int | None = None
     last_block_time: int | None = None
+    budgets: list[BudgetEstimate] = field(default_factory=list)
+    """Per exchange at the end of the replay: the false-alarm rate its thresholds are estimated to give."""
 
     @property
     def events(self) -> int:
@@ -100,6 +103,9 @@ class BacktestSummary:
         rows.append(f"  outputs      {total:>12,}")
         rows += [f"    {kind:<26}{n:>8,}" for kind, n in sorted(self.outputs.items())]
         rows.append(f"  elapsed      {self.seconds:>12.1f} s  ({self.events_per_s:,.0f} events/s)")
+        if self.budgets:
+            rows.append("  false-alarm budget, as measured on each exchange's normal gaps:")
+            rows += [f"    {b.line}" for b in self.budgets]
         return "\n".join(rows)
 
 
@@ -182,6 +188,7 @@ def run_backtest(input_path: Path, output_path: Path, policy: DetectionPolicy,
             bar.update(input_path.stat().st_size - reported)
             bar.close()
     summary.seconds = time.perf_counter() - started
+    summary.budgets = [detector.budget(name) for name in sorted(detector.exchanges())]
     return summary
 
 

@@ -23,6 +23,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.detection.dispersion import Dispersion, log_var_of, mixed_nats
+
 HOUR = 3600
 WEEK_HOURS = 168
 
@@ -197,14 +199,19 @@ class GapTail:
     """Share of gaps longer than one expected withdrawal (Poisson: 1/e)."""
     beta: float = field(init=False, default=0.0)
     """Tail rate per expected withdrawal beyond the first (Poisson: 1; batches of k: about 1/k)."""
+    swings: Dispersion = field(default_factory=Dispersion)
+    """How much the rate swings at the timescale of a gap (see :mod:`.dispersion`)."""
+    _base: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    """(beta, variance, base_beta / beta) when :meth:`base_beta` last solved for it."""
 
     def __post_init__(self) -> None:
         self._refit()
 
     def _refit(self) -> None:
         prior = self.prior_gaps * math.exp(-1.0)
-        self.p1 = (self.exceeding + prior) / (self.gaps + self.prior_gaps)
-        self.beta = (self.exceeding + prior) / (self.excess + prior / self.prior_beta)
+        p1 = (self.exceeding + prior) / (self.gaps + self.prior_gaps)
+        beta = (self.exceeding + prior) / (self.excess + prior / self.prior_beta)
+        self.p1, self.beta = p1, beta
 
     def add_gap(self, u: float) -> None:
         self.gaps = self.gaps * self.decay + 1.0
@@ -214,6 +221,45 @@ class GapTail:
             self.exceeding += 1.0
             self.excess += u - 1.0
         self._refit()
+
+    @property
+    def swing_var(self) -> float:
+        """Variance of the learned rate swings (0: as steady as a Poisson process)."""
+        return self.swings.variance
+
+    @property
+    def log_var(self) -> float:
+        """``Var(ln X)`` of the learned swings."""
+        return math.log1p(self.swings.variance)
+
+    def base_beta(self) -> float:
+        """Payout decisions per expected withdrawal when the swings stand at their mean.
+
+        ``beta`` is fitted from the excesses of gaps longer than one expected withdrawal, and a gap that
+        lasted that long more often fell where the rate had swung low: so with swings, ``beta`` is below
+        the rate of a gap that starts at a payout. Mean excess ``1 / beta = E[exp(-b X)] / (b E[X exp(-b X)])``
+        for the base rate ``b``, solved by fixed-point iteration (the factor is near 1, so a few steps)."""
+        v = self.swings.variance
+        if v <= 0.0:
+            return self.beta
+        beta, ratio = self._base[0], self._base[2]
+        if self._base[1] == v and abs(self.beta - beta) <= 0.01 * beta:
+            return self.beta * ratio  # the ratio moves slowly with beta: solved again past a 1% change
+        log_var = math.log1p(v)
+        b = self.beta
+        for _ in range(6):
+            b = self.beta * math.exp(mixed_nats(b, 1.0, log_var) - mixed_nats(b, 0.0, log_var))
+        self._base = (self.beta, v, b / self.beta)
+        return b
+
+    def beyond(self, nats: float, shape: float = math.inf) -> float:
+        """Evidence of ``nats`` of steady-rate tail (``beta`` times the excess), once the learned swings and
+        a rate known to Gamma ``shape`` are allowed for. Never more than ``nats``, and less the more the
+        rate swings (a mean-preserving spread of the rate puts more probability on long gaps)."""
+        v = self.swings.variance
+        if v <= 0.0:
+            return uncertain(nats, shape)
+        return mixed_nats(nats, 0.0, log_var_of(v, shape))
 
     def survival_log(self, u: float, shape: float = math.inf) -> float:
         """-ln P(gap > u): the evidence, in nats, that a gap of ``u`` expected withdrawals is not normal.
@@ -225,11 +271,11 @@ class GapTail:
         """
         if u <= 1.0:
             return -math.log(1.0 - (1.0 - self.p1) * u) if u > 0 else 0.0
-        return -math.log(self.p1) + uncertain(self.beta * (u - 1.0), shape)
+        return -math.log(self.p1) + self.beyond(self.beta * (u - 1.0), shape)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"g": self.gaps, "e": self.exceeding, "x": self.excess}
+        return {"g": self.gaps, "e": self.exceeding, "x": self.excess, "s": self.swings.to_list()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GapTail:
-        return cls(data["g"], data["e"], data["x"])
+        return cls(data["g"], data["e"], data["x"], swings=Dispersion.from_list(data.get("s")))

@@ -39,8 +39,10 @@ from schemas.records import (
     TransferEvent,
 )
 from streams.detection.baseline import GapTail, SeasonalRate, cautious_share, uncertain
+from streams.detection.budget import BudgetCheck, BudgetEstimate, estimate
 from streams.detection.clock import Clock
 from streams.detection.correlation import IncidentCorrelator
+from streams.detection.dispersion import collapse_llr, mixed_nats
 from streams.detection.policy import DetectionPolicy
 
 Output = OutageEvent | CorrelatedIncident
@@ -104,7 +106,16 @@ class ChainTrack:
     drop: float = 0.0
     drop_payouts: int = 0
     """Payouts seen since ``drop`` last left zero: a collapse with payouts is degraded, without them a silence."""
+    drop_m: float = 0.0
+    drop_n: float = 0.0
+    """Payouts owed and made since ``drop`` last left zero (gap-tail units), for a chain whose rate swings:
+    its ``drop`` is then :func:`collapse_llr` of the two rather than a running Poisson sum."""
+
+    def reset_drop(self) -> None:
+        self.drop, self.drop_payouts, self.drop_m, self.drop_n = 0.0, 0, 0.0, 0.0
     incident: Incident | None = None
+    check: BudgetCheck = field(default_factory=BudgetCheck)
+    """How often its normal gaps' evidence passed the check level (the measured budget)."""
     warm: bool = False
     """Past warm-up (enough withdrawals and exposure); once warm, always warm."""
     quiet_from_u: float | None = None
@@ -232,6 +243,13 @@ class OutageDetector:
         if exchange_part:
             self.exchanges_[exchange] = _restore(exchange, exchange_part, chains, self.policy)
 
+    def budget(self, exchange: str) -> BudgetEstimate:
+        """The false-alarm rate the thresholds are estimated to give on this exchange's own normal traffic,
+        beside the budget (see :mod:`.budget`)."""
+        ex = self.exchanges_.get(exchange)
+        checks = [c.check for c in ex.chains.values() if c.warm] if ex is not None else []
+        return estimate(exchange, checks, self.policy.false_alarms_per_exchange, self.policy.budget_days)
+
     def forget(self, exchange: str) -> None:
         self.exchanges_.pop(exchange, None)
 
@@ -253,6 +271,7 @@ class OutageDetector:
         c.pending_ids.add(event_id)
         out: list[OutageEvent] = []
         t = event.block_time
+        c.tail.swings.pay()  # before the gap ends: the payout that ends a gap belongs to the window it closes
         if not c.recent or c.recent[-1].block != event.block_number:
             self._end_gap(c)  # the first payout of a block ends the chain's gap
         c.withdrawals += 1
@@ -262,9 +281,7 @@ class OutageDetector:
         del c.recent[: -self.policy.recent_withdrawals]
         if c.tail.gaps > 0 and c.drop > 0:
             c.drop_payouts += 1
-            c.drop = max(0.0, c.drop - c.tail.beta * self._ln_rho)
-            if c.drop == 0.0:
-                c.drop_payouts = 0
+            self._collapse_step(c, 0.0, c.tail.base_beta())
         was_disturbed = self._disturbed(ex, c)
         out += self._payout_seen(ex, c.incident, c, event, scope_chain=event.chain)
         out += self._payout_seen(ex, ex.incident, c, event, scope_chain=EXCHANGE_WIDE)
@@ -278,7 +295,7 @@ class OutageDetector:
             ex.incident = None
         if was_disturbed and not self._disturbed(ex, c):
             for track in ex.chains.values():
-                track.drop, track.drop_payouts = 0.0, 0  # an outage just ended: the rate test starts afresh
+                track.reset_drop()  # an outage just ended: the rate test starts afresh
         if self._disturbed(ex, c):
             c.tainted = True  # the gap this payout starts belongs to the incident too
         if ex.last_time is None or t >= ex.last_time:
@@ -367,6 +384,10 @@ class OutageDetector:
                 c.interval_s = interval if c.interval_s is None else 0.95 * c.interval_s + 0.05 * interval
             seconds = min(float(interval), cap)
             c.u_total += c.rate.at(head.block_time) * seconds
+            if self._warm(c) and not c.tainted and not self._disturbed(ex, c):
+                c.tail.swings.expect(c.rate.at(head.block_time) * seconds)
+            else:
+                c.tail.swings.discard()  # an incident's counts, or a model still warming up, are not normal
             if c.pending and c.pending[-1][0] // 3600 == head.block_time // 3600:
                 c.pending[-1][1] += seconds
             else:
@@ -375,10 +396,12 @@ class OutageDetector:
                 # the rate test counts only the payouts the rate surely owes: an overestimated rate (an
                 # unseen weekday, drift) must not read as a collapse
                 sure = cautious_share(self._shape(c, head.block_time))
-                owed = c.tail.beta * c.rate.at(head.block_time) * seconds * sure * (1 - self.policy.degraded_ratio)
+                expected = c.tail.base_beta() * c.rate.at(head.block_time) * seconds * sure
+                owed = expected * (1 - self.policy.degraded_ratio)
                 known = c.rate.hours_seen_elsewhere(head.block_time) >= self.policy.degraded_min_hours
                 if known and not self._disturbed(ex, c):
-                    c.drop += owed  # a mere suspicion does not stop the rate test; an unknown hour does
+                    # a mere suspicion does not stop the rate test; an unknown hour does
+                    self._collapse_step(c, expected, 0.0)
                 elif c.incident is not None and c.incident.state is OutageState.DEGRADED:
                     c.incident.recover = max(0.0, c.incident.recover - owed)
             credited = True
@@ -398,6 +421,8 @@ class OutageDetector:
         """Learn from the gap that a payout just ended, unless an incident touched it."""
         last = c.last
         if last is not None and last.u_at is not None and not c.tainted:
+            if c.warm and c.head_time is not None:
+                c.check.add(c.tail.survival_log(c.u_total - last.u_at, self._shape(c, c.head_time)))
             c.tail.add_gap(c.u_total - last.u_at)
         if not c.tainted:
             for t, seconds in c.pending:
@@ -405,9 +430,36 @@ class OutageDetector:
                 c.exposure_s += seconds
             if c.pending_events and last is not None:
                 c.rate.add(last.time, c.pending_events, 0)
+        if c.tainted:
+            c.tail.swings.discard()
+        else:  # like the rate, the swings learn only from completed gaps: a silence never reads as a swing
+            c.tail.swings.close_if_full(c.tail.beta)
         c.pending = []
         c.pending_events = 0
         c.tainted = False
+
+    def _collapse_step(self, c: ChainTrack, expected: float, paid: float) -> None:
+        """Move the rate-collapse test on by ``expected`` payouts owed and ``paid`` made (gap-tail units).
+
+        A chain whose rate is as steady as Poisson keeps the Poisson CUSUM (a running sum that stops at
+        zero). One whose rate swings (:attr:`GapTail.swing_var` above 0) weighs the whole stretch since
+        the test last left zero against a Poisson count at a log-normally swinging rate: a run of low counts
+        is what a swing does, so it counts as a collapse only when even the swings cannot explain it."""
+        v = c.tail.swing_var
+        rho = self.policy.degraded_ratio
+        if v <= 0.0:
+            if expected:
+                c.drop += expected * (1 - rho)
+            if paid:
+                c.drop = max(0.0, c.drop - paid * self._ln_rho)
+            if c.drop == 0.0:
+                c.reset_drop()
+            return
+        c.drop_m += expected
+        c.drop_n += paid
+        c.drop = collapse_llr(c.drop_m, c.drop_n, math.log1p(v), rho)
+        if c.drop <= 0.0:
+            c.reset_drop()
 
     def _shape(self, c: ChainTrack, t: int) -> float:
         """How sure the rate at ``t`` is, as a Gamma shape: prior plus the withdrawals that back it."""
@@ -537,12 +589,20 @@ class OutageDetector:
         evidence = 0.0
         expected = 0.0
         largest = 0.0
+        weighted = 0.0
         for c, u in silent:
-            share = uncertain(c.tail.beta * u, self._shape(c, t))
+            share = uncertain(c.tail.base_beta() * u, self._shape(c, t))
             evidence += share
             expected += u
             largest = max(largest, share)
-        return evidence, largest, expected
+            weighted += share * c.tail.swing_var
+        if weighted <= 0.0:
+            return evidence, largest, expected
+        # the swings of an exchange's payout rate follow the market, so its chains share them: one factor,
+        # with the variance its silent chains learned, weighted by what each contributes; the silence began
+        # at a payout, so at a moment weighted by the rate (n = 1)
+        log_var = math.log1p(weighted / evidence)
+        return mixed_nats(evidence, 1.0, log_var), mixed_nats(largest, 1.0, log_var), expected
 
     @staticmethod
     def _rest_bound(silent: list[tuple[ChainTrack, float]]) -> float:
@@ -557,8 +617,11 @@ class OutageDetector:
         the same (the caller keeps a relative margin of 1e-9 for rounding)."""
         if not silent:
             return 0.0
-        shares = [c.tail.beta * u for c, u in silent]
-        return sum(shares) - min(shares)
+        shares = [c.tail.base_beta() * u for c, u in silent]
+        # with swings the evidence grows at first up to 1 + variance times faster than the shares (the
+        # silence began at a payout, when the rate was more likely high): the bound allows for that
+        slope = 1.0 + max(c.tail.swing_var for c, _ in silent)
+        return slope * (sum(shares) - min(shares))
 
     def _progress(self, inc: Incident, ctx: _Context, open_at: float, suspect_at: float,
                   c: ChainTrack | None = None) -> list[OutageEvent]:
@@ -589,7 +652,7 @@ class OutageDetector:
             return [self._resolve(inc, t, f"suspicion cleared by withdrawal {event.tx_hash}", resolved_at=t)]
         if inc.state is OutageState.DEGRADED:
             inc.recover = max(0.0, inc.recover + c.tail.beta * self._ln_rho)
-            c.drop = 0.0
+            c.reset_drop()
             if inc.recover >= self.policy.recovery_nats:
                 return [self._resolve(inc, t, "payout rate back to normal", resolved_at=t)]
             return []
@@ -754,8 +817,8 @@ def _export_chain(c: ChainTrack) -> dict[str, Any]:
         "head": [c.head_number, c.head_time, c.interval_s, c.head_hash],
         "u": c.u_total, "recent": [[w.event_id, w.block, w.time, w.tx, w.u_at] for w in c.recent],
         "n": [c.withdrawals, c.exposure_s, c.pending_events, c.warm], "pending": c.pending,
-        "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": [c.drop, c.drop_payouts],
-        "incident": _incident(c.incident), "quiet_from": c.quiet_from_u,
+        "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": [c.drop, c.drop_payouts, c.drop_m, c.drop_n],
+        "incident": _incident(c.incident), "quiet_from": c.quiet_from_u, "check": c.check.to_list(),
     }
 
 
@@ -789,8 +852,9 @@ def _restore(exchange: str, data: dict[str, Any], chains: dict[str, dict[str, An
         c.pending = [list(p) for p in d["pending"]]
         c.pending_ids = set(d["ids"])
         c.tainted = d["tainted"]
-        c.drop, c.drop_payouts = d["drop"]
+        c.drop, c.drop_payouts, c.drop_m, c.drop_n = (*d["drop"], 0.0, 0.0)[:4]
         c.incident = _restore_incident(d["incident"])
         c.quiet_from_u = d.get("quiet_from")  # absent from parts saved before it existed
+        c.check = BudgetCheck.from_list(d.get("check"))
         ex.chains[name] = c
     return ex

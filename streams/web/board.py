@@ -225,6 +225,7 @@ class LiveBoard:
             "states": [{"state": s, "label": LABELS[s]} for s in STATES],
             "counts": counts,
             "exchanges": sorted(self.detector.exchanges_),
+            "budgets": [asdict(self.detector.budget(name)) for name in sorted(self.detector.exchanges_)],
             "chains": self.chains(),
             "cells": cells,
             "incidents": self.incident_rows(limit=50),

@@ -113,6 +113,22 @@ SCHEMAS: dict[str, Any] = {
             "cells": {"type": "array", "items": _ref("Cell")},
             "incidents": {"type": "array", "items": _ref("Incident")},
             "correlated": {"type": "array", "items": _ref("Correlated")},
+            "budgets": {"type": "array", "items": _ref("Budget")},
+        },
+    },
+    "Budget": {
+        "type": "object",
+        "description": "An exchange's false-alarm budget and the rate its thresholds are estimated to give on "
+                       "its own normal traffic (null while learning).",
+        "required": ["exchange", "budget", "budget_days", "estimated", "state", "passed", "expected"],
+        "properties": {
+            "exchange": {"type": "string"},
+            "budget": {"type": "number"},
+            "budget_days": {"type": "number"},
+            "estimated": {"type": ["number", "null"]},
+            "state": {"type": "string", "enum": ["kept", "over", "erratic", "learning"]},
+            "passed": {"type": "number"},
+            "expected": {"type": "number"},
         },
     },
     "Check": {

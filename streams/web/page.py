@@ -143,8 +143,9 @@ function renderGrid(data) {
   if (!data.cells.length) return;
   let html = `<table class="grid"><thead><tr><th scope="col">Exchange</th>` +
     chains.map(c => `<th scope="col">${esc(c)}</th>`).join("") + `</tr></thead><tbody>`;
+  const budgets = new Map((data.budgets || []).map(b => [b.exchange, b]));
   for (const ex of data.exchanges) {
-    html += `<tr><th scope="row">${esc(ex)}</th>`;
+    html += `<tr><th scope="row">${esc(ex)}${budgetNote(budgets.get(ex))}</th>`;
     for (const ch of chains) {
       const c = byKey.get(ex + "\u0000" + ch);
       if (!c) { html += `<td class="empty">not tracked</td>`; continue; }
@@ -163,6 +164,14 @@ function renderGrid(data) {
     html += `</tr>`;
   }
   document.getElementById("grid").innerHTML = html + `</tbody></table>`;
+}
+function budgetNote(b) {
+  if (!b) return "";
+  const text = b.estimated === null ? "false alarms: still learning"
+    : `false alarms: ~${b.estimated.toFixed(b.estimated < 10 ? 2 : 0)} per ${b.budget_days} days ` +
+      `(budget ${b.budget})` + (b.state === "kept" ? "" : ` \u2014 ${b.state === "erratic" ?
+      "traffic too erratic to keep it" : "over budget"}`);
+  return `<div class="detail" data-budget-state="${esc(b.state)}">${esc(text)}</div>`;
 }
 function incidentItem(i) {
   return `<li class="incident" data-outage-id="${esc(i.outage_id)}" data-state="${esc(i.state)}"

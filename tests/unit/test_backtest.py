@@ -67,6 +67,11 @@ def test_replays_a_recording_and_counts_bad_lines(tmp_path: Path, recorded: tupl
     assert summary.events_per_s > 0 and summary.seconds > 0
     text = summary.format()
     assert "line 10: not valid JSON" in text and "outage/open" in text and "events/s" in text
+    # the budget as measured on each exchange's normal gaps: one line per exchange, state and estimate
+    assert [b.exchange for b in summary.budgets] == sorted({b.exchange for b in summary.budgets})
+    assert len(summary.budgets) == 3 and "false-alarm budget, as measured" in text
+    assert all(b.state in ("kept", "over", "erratic", "learning") for b in summary.budgets)
+    assert all(f"    {b.line}" in text for b in summary.budgets)
     # the same lines uncompressed give the same outputs, byte for byte
     plain = run_backtest(write(tmp_path / "events.jsonl", injected), tmp_path / "plain.jsonl", DetectionPolicy(),
                          progress=False)

@@ -97,6 +97,9 @@ async def test_cell_goes_warming_up_ok_open_ok_with_incident_and_sparkline(clien
     assert sum(steady["hourly"]) == len(feed.transfers) == steady["withdrawals_seen"]
     assert len(steady["hourly"]) == HOURS and steady["hourly"][-1] > 0
     assert steady["since_last_withdrawal_s"] == feed.time - feed.transfers[-1].block_time
+    (budget,) = (await get_json(c, "/api/status"))["budgets"]
+    assert (budget["exchange"], budget["budget"], budget["budget_days"]) == ("okx", 1.0, 90.0)
+    assert (budget["state"], budget["estimated"]) == ("learning", None)  # hours of gaps: too few to tell
 
     feed.blocks(100, 0.0)
     halted = await get_json(c, "/api/status")
@@ -193,6 +196,11 @@ async def test_metrics_count_events_latency_states_and_sinks(client: Any) -> Non
     assert m.value("haltwatch_worker_sink_retries_total", table="transfers") == 3
     assert m.value("haltwatch_worker_sink_rows_written_total", table="transfers") == 900
     assert m.value("haltwatch_worker_chain_state", chain="ethereum", state="ok") == 1
+    assert m.value("haltwatch_worker_false_alarm_budget_state", exchange="okx", state="learning") == 1
+    assert m.value("haltwatch_worker_false_alarm_budget_state", exchange="okx", state="kept") == 0
+    assert "haltwatch_worker_false_alarms_estimated" not in text.replace("# HELP haltwatch_worker_false_alarms_"
+                                                                         "estimated", "").replace(
+        "# TYPE haltwatch_worker_false_alarms_estimated", "")  # no value while learning
     assert "haltwatch_worker_open_incidents" in text
 
 
