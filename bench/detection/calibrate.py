@@ -99,23 +99,30 @@ def plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
     low = [max(s["low"] * YEAR / s["budget_days"], 1e-3) for s in summary]
     high = [s["high"] * YEAR / s["budget_days"] for s in summary]
     estimated = [s["estimated"] * YEAR / s["budget_days"] for s in summary]
+    floor = min(configured) / 10.0
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=110)
     span = [min(configured) / 1.5, max(configured) * 1.5]
     ax.plot(span, span, color="0.5", linestyle="--", label="promise kept exactly")
-    ax.fill_between(configured, low, high, color="tab:blue", alpha=0.2, label="realised, 95 % interval")
-    shown = [max(r, 1e-3) for r in realised]
-    ax.plot(configured, shown, "o-", color="tab:blue", label="realised (0 drawn at the axis)")
+    ax.fill_between(configured, [max(v, floor) for v in low], high, color="tab:blue", alpha=0.2,
+                    label="realised, 95 % interval")
+    seen = [(x, r) for x, r in zip(configured, realised, strict=True) if r > 0]
+    ax.plot([x for x, _ in seen], [r for _, r in seen], "o-", color="tab:blue", label="realised")
+    zeros = [x for x, r in zip(configured, realised, strict=True) if r == 0]
+    if zeros:
+        ax.plot(zeros, [floor] * len(zeros), "v", color="tab:blue", markersize=8, label="realised: none")
     ax.plot(configured, estimated, "s:", color="tab:orange", label="estimated by the detector")
     for x, s in zip(configured, summary, strict=True):
-        ax.annotate(f"1 per {s['budget_days']:g} d\n{s['false_alarms']} alarms", (x, max(low[0], 1e-3)),
-                    textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color="0.3")
+        ax.annotate(f"1 per {s['budget_days']:g} d\n{s['false_alarms']} alarms", (x, floor),
+                    textcoords="offset points", xytext=(0, -26), ha="center", fontsize=7, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_ylim(1e-3 * 0.8, max(max(high), max(configured)) * 2)
+    ax.set_xlim(span)
+    ax.set_ylim(floor / 3, max(max(high), max(configured)) * 2)
     ax.set_xlabel("configured budget: false alarms per exchange-year")
     ax.set_ylabel("realised false alarms per exchange-year")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
+    fig.subplots_adjust(bottom=0.2)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,8 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exchanges", type=int, default=12)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--plot", type=Path, default=None, help="write the picture here (PNG)")
+    parser.add_argument("--replot", action="store_true",
+                        help="only draw the picture again from the work directory's calibration.json")
     args = parser.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
+    saved = args.workdir / "calibration.json"
+    if args.replot:
+        stored = orjson.loads(saved.read_bytes())
+        plot(stored["summary"], args.plot or Path("calibration.png"), stored["title"])
+        return 0
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         dirs = list(pool.map(scenario, [args.workdir] * args.seeds, range(1, args.seeds + 1),
@@ -151,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['realised']:>20.2f} {s['low']:>6.2f}-{s['high']:<7.2f} {s['estimated']:>10.2f}")
     for r in replays:
         print(f"  seed {r.seed} budget {r.budget_days:g} d: {r.false_alarms} false alarms {r.opened_by_state}")
+    title = (f"{args.seeds} seeds, {summary[0]['exchange_days']:.0f} incident-free exchange-days of bursty "
+             f"traffic per budget")
+    saved.write_bytes(orjson.dumps({"summary": summary, "title": title}))
     if args.plot is not None:
-        plot(summary, args.plot, f"{args.seeds} seeds, {summary[0]['exchange_days']:.0f} incident-free "
-                                 f"exchange-days of bursty traffic per budget")
+        plot(summary, args.plot, title)
         print(f"picture: {args.plot}")
     print(f"total wall time {time.perf_counter() - started:.0f} s")
     return 0
