@@ -267,7 +267,8 @@ class GapTail:
         ``shape`` is how sure the rate behind ``u`` is (a Gamma shape: about the number of withdrawals that
         back it). With a sure rate the tail is exponential; with an unsure one it is the Lomax tail of a
         Gamma-mixed rate, ``shape * ln(1 + beta * (u - 1) / shape)``, so an hour the model has rarely seen
-        needs a much longer gap before it is called implausible.
+        needs a much longer gap before it is called implausible. Once the chain's counts show that its rate
+        swings (:attr:`swing_var`), the tail is that of a log-normally swinging rate instead (:meth:`beyond`).
         """
         if u <= 1.0:
             return -math.log(1.0 - (1.0 - self.p1) * u) if u > 0 else 0.0

@@ -9,10 +9,12 @@ skip, i.e. we lost data) times the seasonal rate: the *expected withdrawals* of 
 run on that currency:
 
 - the gap test per (exchange, chain): a gap of ``u`` expected withdrawals has probability
-  ``P(gap > u)`` under the learned gap tail (:class:`GapTail`, robust to batched payouts);
+  ``P(gap > u)`` under the learned gap tail (:class:`GapTail`, robust to batched payouts and, once the
+  counts show them, to the rate's short-timescale swings: :mod:`.dispersion`);
 - the exchange-wide gap test: silence on every active chain since the exchange's last payout anywhere,
   the evidence being the sum over chains (a full halt is seen much sooner on the summed rate);
-- a CUSUM per (exchange, chain) for a rate that collapses without stopping (``degraded``).
+- a CUSUM per (exchange, chain) for a rate that collapses without stopping (``degraded``), weighed against
+  the same swings.
 
 Every threshold derives from one budget (false alarms per exchange per N days): a test's threshold is the
 evidence at which the expected number of false alarms over the budget period, across all the exchange's
@@ -611,10 +613,11 @@ class OutageDetector:
 
         Why: every head decides every exchange on the partition, and most of the time the exchange paid out
         a moment ago, so the exact evidence (a rate, a Gamma shape and a logarithm per chain) ends in "not
-        an exchange-wide silence". A chain's share, ``uncertain(beta * u, shape)``, is never more than
-        ``beta * u``, so the sum of those without the smallest bounds the sum of the shares without the
-        largest; when the bound is already below the threshold, so is the evidence, and the decision is
-        the same (the caller keeps a relative margin of 1e-9 for rounding)."""
+        an exchange-wide silence". A chain's share, ``uncertain(b * u, shape)`` with ``b`` its base rate, is
+        never more than ``b * u``, so the sum of those without the smallest bounds the sum of the shares
+        without the largest; the shared swing can make evidence grow at most ``1 + variance`` times as fast
+        as that sum (its slope at zero). When the bound is already below the threshold, so is the evidence,
+        and the decision is the same (the caller keeps a relative margin of 1e-9 for rounding)."""
         if not silent:
             return 0.0
         shares = [c.tail.base_beta() * u for c, u in silent]
