@@ -209,9 +209,8 @@ class GapTail:
 
     def _refit(self) -> None:
         prior = self.prior_gaps * math.exp(-1.0)
-        p1 = (self.exceeding + prior) / (self.gaps + self.prior_gaps)
-        beta = (self.exceeding + prior) / (self.excess + prior / self.prior_beta)
-        self.p1, self.beta = p1, beta
+        self.p1 = (self.exceeding + prior) / (self.gaps + self.prior_gaps)
+        self.beta = (self.exceeding + prior) / (self.excess + prior / self.prior_beta)
 
     def add_gap(self, u: float) -> None:
         self.gaps = self.gaps * self.decay + 1.0
@@ -245,7 +244,7 @@ class GapTail:
         beta, ratio = self._base[0], self._base[2]
         if self._base[1] == v and abs(self.beta - beta) <= 0.01 * beta:
             return self.beta * ratio  # the ratio moves slowly with beta: solved again past a 1% change
-        log_var = math.log1p(v)
+        log_var = self.log_var
         b = self.beta
         for _ in range(6):
             b = self.beta * math.exp(mixed_nats(b, 1.0, log_var) - mixed_nats(b, 0.0, log_var))

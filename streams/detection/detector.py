@@ -112,9 +112,6 @@ class ChainTrack:
     drop_n: float = 0.0
     """Payouts owed and made since ``drop`` last left zero (gap-tail units), for a chain whose rate swings:
     its ``drop`` is then :func:`collapse_llr` of the two rather than a running Poisson sum."""
-
-    def reset_drop(self) -> None:
-        self.drop, self.drop_payouts, self.drop_m, self.drop_n = 0.0, 0, 0.0, 0.0
     incident: Incident | None = None
     check: BudgetCheck = field(default_factory=BudgetCheck)
     """How often its normal gaps' evidence passed the check level (the measured budget)."""
@@ -129,6 +126,9 @@ class ChainTrack:
     @property
     def last(self) -> Withdrawal | None:
         return self.recent[-1] if self.recent else None
+
+    def reset_drop(self) -> None:
+        self.drop, self.drop_payouts, self.drop_m, self.drop_n = 0.0, 0, 0.0, 0.0
 
     def gap_u(self) -> float:
         """Expected withdrawals since the last payout (or since an exchange-wide incident resolved)."""
@@ -385,23 +385,25 @@ class OutageDetector:
             if interval <= cap:
                 c.interval_s = interval if c.interval_s is None else 0.95 * c.interval_s + 0.05 * interval
             seconds = min(float(interval), cap)
-            c.u_total += c.rate.at(head.block_time) * seconds
-            if self._warm(c) and not c.tainted and not self._disturbed(ex, c):
-                c.tail.swings.expect(c.rate.at(head.block_time) * seconds)
+            rate = c.rate.at(head.block_time)
+            warm, disturbed = self._warm(c), self._disturbed(ex, c)
+            c.u_total += rate * seconds
+            if warm and not c.tainted and not disturbed:
+                c.tail.swings.expect(rate * seconds)
             else:
                 c.tail.swings.discard()  # an incident's counts, or a model still warming up, are not normal
             if c.pending and c.pending[-1][0] // 3600 == head.block_time // 3600:
                 c.pending[-1][1] += seconds
             else:
                 c.pending.append([float(head.block_time), float(seconds)])
-            if c.tail.gaps > 0 and self._warm(c):
+            if c.tail.gaps > 0 and warm:
                 # the rate test counts only the payouts the rate surely owes: an overestimated rate (an
                 # unseen weekday, drift) must not read as a collapse
                 sure = cautious_share(self._shape(c, head.block_time))
-                expected = c.tail.base_beta() * c.rate.at(head.block_time) * seconds * sure
+                expected = c.tail.base_beta() * rate * seconds * sure
                 owed = expected * (1 - self.policy.degraded_ratio)
                 known = c.rate.hours_seen_elsewhere(head.block_time) >= self.policy.degraded_min_hours
-                if known and not self._disturbed(ex, c):
+                if known and not disturbed:
                     # a mere suspicion does not stop the rate test; an unknown hour does
                     self._collapse_step(c, expected, 0.0)
                 elif c.incident is not None and c.incident.state is OutageState.DEGRADED:
@@ -459,7 +461,7 @@ class OutageDetector:
             return
         c.drop_m += expected
         c.drop_n += paid
-        c.drop = collapse_llr(c.drop_m, c.drop_n, math.log1p(v), rho)
+        c.drop = collapse_llr(c.drop_m, c.drop_n, c.tail.log_var, rho)
         if c.drop <= 0.0:
             c.reset_drop()
 
