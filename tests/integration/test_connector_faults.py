@@ -185,8 +185,9 @@ def test_malformed_and_oversized_frames_are_dead_lettered_and_the_feed_goes_on(
                 faults.oversized_once = 2 * 1024 * 1024
 
         try:
-            connector.start(start_block=first)
+            connector.start(start_block=first, wait_live=True)  # junk follows notifications: only a subscriber sees it
             run(player.play([Phase("steady", 30, 2.0)], on_block=oversize))
+            assert f"oversized {2 * 1024 * 1024}" in faults.injected, "the big frame went out on a notification"
             odd = run(odd_withdrawals(anvil, player.hot))
             played = run(player.play([Phase("after", 5, 1.0)]))
             last = played[-1].number

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -215,10 +216,9 @@ def _read_chain_with_workers(kafka: str, anvil: str, labels: Path, run_dir: Path
         wait_until_connector_published(pipeline, played[-1].number, timeout_s=240)
         owners = _wait_detectors_reached(pipeline, workers, SCALEOUT_EXCHANGES, played[-1].number, timeout_s=180)
         assert _wait_assignment(pipeline, members=len(workers), timeout_s=30) == assignment, "no rebalance meanwhile"
-        time.sleep(3)  # the last decisions reach the outage topic
+        records = _wait_outages_on_topic(kafka, pipeline, workers)
     finally:
         pipeline.stop()
-    records = _records(kafka, pipeline.topics.outages)
     assert _records(kafka, pipeline.topics.dead_letters) == [], "every event was used"
     return ChainRead(
         events=[r for r in records if isinstance(r, OutageEvent)],
@@ -268,6 +268,31 @@ def _wait_detectors_reached(pipeline: PipelineProcesses, workers: list[str], exc
         time.sleep(0.5)
     digests = "\n".join(pipeline.log_digest(worker) for worker in workers)
     raise AssertionError(f"detectors did not reach block {block}: {owned}\n{digests}")
+
+
+def _emitted_outages(pipeline: PipelineProcesses, worker: str) -> int:
+    """Outage events a worker has handed to its producer, by its own /metrics count."""
+    port = pipeline.web_port if worker == "worker" else pipeline.worker_ports[worker]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("haltwatch_worker_outage_events_total{")))
+
+
+def _wait_outages_on_topic(kafka: str, pipeline: PipelineProcesses, workers: list[str],
+                           timeout_s: float = 60.0) -> list[Any]:
+    """The outage topic's records, once it holds every outage event the workers counted as emitted (a send is
+    buffered by the producer, so the detectors' state can be ahead of the topic for a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        emitted = sum(_emitted_outages(pipeline, worker) for worker in workers)
+        records = _records(kafka, pipeline.topics.outages)
+        on_topic = sum(isinstance(r, OutageEvent) for r in records)
+        if on_topic >= emitted:
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the outage topic holds {on_topic} outage events, the workers emitted {emitted}")
+        time.sleep(0.5)
 
 
 def _records(kafka: str, topic: str) -> list[Any]:
