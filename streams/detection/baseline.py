@@ -185,6 +185,14 @@ def cautious_share(shape: float, z: float = 1.645) -> float:
     return max(0.0, 1.0 - c - z * math.sqrt(c)) ** 3
 
 
+UNSURE_EXCESS = 0.25
+"""Nats by which an unsure rate's gap evidence can exceed a sure rate's (:meth:`GapTail.survival_log`).
+
+Spreading the rate lowers the evidence of a long gap, but a gap starts at a payout (size-biased), and for
+gaps under about two expected withdrawals a wider spread adds a few hundredths of a nat; shortcuts that
+bound the evidence by the sure rate's add this margin."""
+
+
 @dataclass(slots=True)
 class GapTail:
     """Exponential tail of gaps, in expected-withdrawal units, with a conservative prior."""
@@ -251,14 +259,21 @@ class GapTail:
         self._base = (self.beta, v, b / self.beta)
         return b
 
-    def beyond(self, nats: float, shape: float = math.inf) -> float:
-        """Evidence of ``nats`` of steady-rate tail (``beta`` times the excess), once the learned swings and
-        a rate known to Gamma ``shape`` are allowed for. Never more than ``nats``, and less the more the
-        rate swings (a mean-preserving spread of the rate puts more probability on long gaps)."""
+    def beyond(self, u: float, shape: float = math.inf) -> float:
+        """``-ln P(gap > u | gap > 1)`` for ``u > 1`` expected withdrawals, once the learned swings and a rate
+        known to Gamma ``shape`` are allowed for.
+
+        Steady: ``beta * (u - 1)``, or its Lomax form with an unsure rate. Swinging: a gap starts at a
+        payout, so the factor ``X`` at its start is size-biased (weight ``X``), and one that has already
+        lasted one expected withdrawal more likely fell where the rate swung low:
+        ``E[X exp(-b X u)] / E[X exp(-b X)]`` with the base rate ``b`` (:meth:`base_beta`), the same law the
+        fitted ``beta`` is inverted with. Less than the steady figure the more the rate swings."""
         v = self.swings.variance
         if v <= 0.0:
-            return uncertain(nats, shape)
-        return mixed_nats(nats, 0.0, log_var_of(v, shape))
+            return uncertain(self.beta * (u - 1.0), shape)
+        b = self.base_beta()
+        log_var = log_var_of(v, shape)
+        return max(0.0, mixed_nats(b * u, 1.0, log_var) - mixed_nats(b, 1.0, log_var))
 
     def survival_log(self, u: float, shape: float = math.inf) -> float:
         """-ln P(gap > u): the evidence, in nats, that a gap of ``u`` expected withdrawals is not normal.
@@ -271,7 +286,7 @@ class GapTail:
         """
         if u <= 1.0:
             return -math.log(1.0 - (1.0 - self.p1) * u) if u > 0 else 0.0
-        return -math.log(self.p1) + self.beyond(self.beta * (u - 1.0), shape)
+        return -math.log(self.p1) + self.beyond(u, shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {"g": self.gaps, "e": self.exceeding, "x": self.excess, "s": self.swings.to_list()}

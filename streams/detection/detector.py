@@ -40,7 +40,7 @@ from schemas.records import (
     OutageState,
     TransferEvent,
 )
-from streams.detection.baseline import GapTail, SeasonalRate, cautious_share, uncertain
+from streams.detection.baseline import UNSURE_EXCESS, GapTail, SeasonalRate, cautious_share, uncertain
 from streams.detection.budget import BudgetCheck, BudgetEstimate, estimate
 from streams.detection.clock import Clock
 from streams.detection.correlation import IncidentCorrelator
@@ -534,12 +534,12 @@ class OutageDetector:
         """Whether :meth:`_decide_chain` would start nothing on a chain without an incident, known cheaply.
 
         Why: every head decides every exchange on the partition, and usually the chain paid out a moment
-        ago. The evidence with the rate's uncertainty (a Gamma shape) is never more than with a sure rate,
-        so when even the latter stays below suspicion and the rate test is not due, the answer is "nothing
-        to start" without the shape and the decision's context (a relative margin of 1e-9 for rounding)."""
+        ago. The evidence with the rate's uncertainty (a Gamma shape) is at most :data:`UNSURE_EXCESS` more
+        than with a sure rate, so when even the latter plus that margin stays below suspicion and the rate
+        test is not due, the answer is "nothing to start" without the shape and the decision's context."""
         if OutageDetector._collapse_due(c, open_at):
             return False
-        return c.tail.survival_log(u) * (1 + 1e-9) < suspect_at
+        return c.tail.survival_log(u) + UNSURE_EXCESS < suspect_at
 
     @staticmethod
     def _collapse_due(c: ChainTrack, open_at: float) -> bool:

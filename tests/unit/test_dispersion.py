@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from schemas.records import OutageEvent, OutageState
-from streams.detection.baseline import GapTail
+from streams.detection.baseline import UNSURE_EXCESS, GapTail
 from streams.detection.clock import ManualClock
 from streams.detection.detector import OutageDetector
 from streams.detection.dispersion import WINDOW, Dispersion, collapse_llr, log_var_of, mixed_nats
@@ -99,6 +99,40 @@ def test_the_base_rate_explains_the_mean_excess_the_tail_measured() -> None:
     long = gaps > 1.0
     mean_excess = float(np.sum(weights[long] * (gaps[long] - 1.0)) / np.sum(weights[long]))
     assert 1.0 / mean_excess == pytest.approx(tail.beta, rel=0.03)
+
+
+def test_the_gap_evidence_is_the_tail_of_gaps_that_start_at_a_payout() -> None:
+    """-ln P(gap > u | gap > 1) of size-biased gaps at the base rate, checked by simulation; below the steady
+    figure, and more for a longer gap."""
+    tail = GapTail()
+    tail.beta = 0.8
+    tail.swings.variance = 0.3
+    b = tail.base_beta()
+    rng = np.random.default_rng(5)
+    lv = math.log1p(0.3)
+    x = np.exp(rng.normal(-lv / 2, math.sqrt(lv), 2_000_000))
+    gaps = rng.exponential(1.0 / (b * x))
+    weights = x / x.sum()
+    beyond_one = float(np.sum(weights[gaps > 1.0]))
+    for u in (2.0, 5.0, 10.0):
+        simulated = -math.log(float(np.sum(weights[gaps > u])) / beyond_one)
+        assert tail.beyond(u) == pytest.approx(simulated, abs=0.05), u
+    values = [tail.beyond(u) for u in (1.5, 3.0, 8.0, 20.0)]
+    assert values == sorted(values) and values[0] > 0
+
+
+def test_an_unsure_rate_adds_at_most_the_margin_the_quiet_shortcut_allows() -> None:
+    """The detector skips a decision when a sure rate's evidence plus ``UNSURE_EXCESS`` is below suspicion:
+    that is a bound only if no rate uncertainty adds more (it adds a little for the shortest gaps)."""
+    worst = 0.0
+    for variance in (0.003, 0.01, 0.05, 0.1, 0.3, 1.0, 4.0):
+        tail = GapTail(100.0, 30.0, 80.0)
+        tail.swings.variance = variance
+        for u in (1.01, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0, 50.0):
+            sure = tail.survival_log(u)
+            for shape in (1000.0, 100.0, 20.0, 5.0, 2.0, 1.0, 0.5):
+                worst = max(worst, tail.survival_log(u, shape) - sure)
+    assert 0.0 < worst < UNSURE_EXCESS
 
 
 def test_a_dispersion_survives_its_saved_form() -> None:
