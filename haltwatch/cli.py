@@ -9,6 +9,7 @@ with secrets redacted from its logs and errors (``haltwatch/secrets.py``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -49,6 +50,9 @@ def _root(
 
         try:
             ctx.default_map = load_config(config, ctx.command)
+            for section in (ctx.default_map or {}).values():
+                for key, value in section.items():
+                    secrets.register_setting(key, value)
         except ConfigError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -476,9 +480,10 @@ def backtest(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Replay a file of transfer events and chain heads through the same detector the worker runs."""
-    import dataclasses
+    """Replay a file of transfer events and chain heads through the same detector the worker runs.
 
+    Exits 1 when the replay proves nothing (the input is cut short or holds no valid record), after the
+    summary, so a script cannot mistake an empty or corrupt recording for a quiet one."""
     from streams.detection import DetectionPolicy
     from streams.detection.backtest import BacktestError, run_backtest
 
@@ -486,17 +491,26 @@ def backtest(
         policy = DetectionPolicy(false_alarms_per_exchange=false_alarms, budget_days=budget_days)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if not output_path.parent.is_dir():
+        raise typer.BadParameter(f"{output_path.parent} is not a directory", param_hint="'--output'")
     try:
         summary = run_backtest(input_path, output_path, policy, progress=progress and not as_json)
     except BacktestError as exc:
         typer.echo(f"backtest failed: {exc}", err=True)
         raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"backtest failed: {exc.strerror or exc}: {exc.filename or input_path}", err=True)
+        raise typer.Exit(1) from None
     if as_json:
-        typer.echo(orjson.dumps(dataclasses.asdict(summary), default=str).decode())
+        typer.echo(orjson.dumps(summary.to_json()).decode())
     else:
         typer.echo(summary.format())
+    if summary.failure is not None:
+        typer.echo(f"backtest failed: {summary.failure}", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:
     secrets.install()
+    secrets.register_command_line(sys.argv[1:], dict(os.environ))
     app(args=hoist_config(sys.argv[1:]), prog_name="haltwatch")

@@ -13,9 +13,9 @@ import types
 import typing
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from schemas.records import RECORD_TYPES, SCHEMA_VERSION
+from schemas.records import RECORD_TYPES, SCHEMA_VERSION, Digits, Minimum
 
 JSON_DIR = Path(__file__).parent / "json"
 _DESCRIPTIONS = {
@@ -37,6 +37,14 @@ _DESCRIPTIONS = {
 def _schema_for(annotation: Any) -> dict[str, Any]:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is Annotated:
+        schema = _schema_for(args[0])
+        for constraint in args[1:]:
+            if isinstance(constraint, Minimum):
+                schema["minimum"] = constraint.value
+            elif isinstance(constraint, Digits):
+                schema["pattern"] = constraint.pattern
+        return schema
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return {"anyOf": [_schema_for(inner[0]), {"type": "null"}]}
@@ -56,7 +64,7 @@ def _schema_for(annotation: Any) -> dict[str, Any]:
 
 def schema_of(record_type: type[Any]) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one record type."""
-    hints = typing.get_type_hints(record_type)
+    hints = typing.get_type_hints(record_type, include_extras=True)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for f in dataclasses.fields(record_type):

@@ -15,13 +15,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 SCHEMA_VERSION = 1
 NATIVE_ASSET = "native"
 """``asset`` value of a chain's own coin (ETH on Ethereum); tokens use their contract address."""
 NATIVE_LOG_INDEX = -1
 """``log_index`` of a native-coin transfer, which has no log. Token transfers use the log's index."""
+
+
+@dataclass(frozen=True, slots=True)
+class Minimum:
+    """A number field's least valid value: the codec rejects less, and the JSON Schema says ``minimum``."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Digits:
+    """A string of decimal digits only: a token amount in base units, never negative and of any size (so a
+    string: 2**256 - 1 is a valid ERC-20 amount)."""
+
+    pattern: ClassVar[str] = "^[0-9]+$"
+
+
+Count = Annotated[int, Minimum(0)]
+"""A block number, a count, a chain time in seconds since the epoch: nothing a chain makes is negative."""
+NonNegative = Annotated[float, Minimum(0)]
+"""A wall-clock time, a rate or an expected count: never negative."""
+LogIndex = Annotated[int, Minimum(NATIVE_LOG_INDEX)]
+Amount = Annotated[str, Digits()]
 
 
 class Direction(StrEnum):
@@ -52,14 +75,14 @@ class TransferEvent:
 
     TYPE: ClassVar[str] = "transfer"
     chain: str
-    block_number: int
+    block_number: Count
     block_hash: str
-    block_time: int
+    block_time: Count
     tx_hash: str
-    log_index: int
+    log_index: LogIndex
     asset: str
-    amount: str
-    decimals: int
+    amount: Amount
+    decimals: Count
     from_address: str
     to_address: str
     exchange: str
@@ -85,11 +108,11 @@ class ChainHead:
 
     TYPE: ClassVar[str] = "chain_head"
     chain: str
-    number: int
+    number: Count
     hash: str
     parent_hash: str
-    block_time: int
-    received_at: float
+    block_time: Count
+    received_at: NonNegative
     schema_version: int = SCHEMA_VERSION
     type: Literal["chain_head"] = "chain_head"
 
@@ -106,17 +129,17 @@ class OutageEvent:
 
     TYPE: ClassVar[str] = "outage"
     outage_id: str
-    version: int
+    version: Count
     exchange: str
     scope: list[str]
     state: OutageState
-    started_at: int
-    detected_at: int
-    resolved_at: int | None
-    expected_rate_per_hour: float
-    observed_gap_s: int
-    expected_count: float
-    observed_count: int
+    started_at: Count
+    detected_at: Count
+    resolved_at: Count | None
+    expected_rate_per_hour: NonNegative
+    observed_gap_s: Count
+    expected_count: NonNegative
+    observed_count: Count
     confidence: float
     p_value: float
     last_withdrawal_tx: str | None
@@ -185,8 +208,8 @@ class ChainStatus:
     TYPE: ClassVar[str] = "chain_status"
     chain: str
     state: ChainState
-    last_number: int
-    last_block_time: int
+    last_number: Count
+    last_block_time: Count
     last_received_at: float
     node_head_number: int | None
     reason: str
@@ -229,11 +252,11 @@ class LabelSuggestion:
     address: str
     suggested_role: str
     funded_by: str
-    funded_at: int
+    funded_at: Count
     funding_tx: str
-    distinct_recipients: int
-    payouts: int
-    detected_at: int
+    distinct_recipients: Count
+    payouts: Count
+    detected_at: Count
     emitted_at: float
     schema_version: int = SCHEMA_VERSION
     type: Literal["label_suggestion"] = "label_suggestion"

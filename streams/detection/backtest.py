@@ -7,8 +7,10 @@ state. Wall time is the recording's: a :class:`ManualClock` follows each head's 
 ``emitted_at`` in the outputs says when the live worker would have spoken, and reruns are byte-identical.
 
 A bad line is data, not a reason to stop: it is counted and the first few are kept with their line
-number and the decoder's reason, exactly like the worker dead-letters them. An exception raised by the
-detector itself is a bug and is re-raised with the line number that triggered it.
+number and the decoder's reason, exactly like the worker dead-letters them. A replay that could not read
+its whole input, or found no valid record in it, has not tested anything: :attr:`BacktestSummary.failure`
+says so and the command exits non-zero. An exception raised by the detector itself is a bug and is
+re-raised with the line number that triggered it.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ class BacktestSummary:
     last_block_time: int | None = None
     budgets: list[BudgetEstimate] = field(default_factory=list)
     """Per exchange at the end of the replay: the false-alarm rate its thresholds are estimated to give."""
+    heads_back: int = 0
+    """Heads whose number is below an earlier head of the same chain: a reorg replays heights, anything
+    else means the input is out of order (the detector is fed them either way, as the worker would be)."""
+    unreadable: str | None = None
+    """Why the input stopped being readable before its end (a truncated or corrupt gzip stream)."""
 
     @property
     def events(self) -> int:
@@ -77,6 +84,42 @@ class BacktestSummary:
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def failure(self) -> str | None:
+        """Why this replay proves nothing, or None: the input was cut short, or held no valid record."""
+        if self.unreadable is not None:
+            return f"{self.input_path}: {self.unreadable}"
+        if self.events == 0:
+            what = "empty" if self.lines == 0 else f"{self.lines:,} lines, none of them a valid record"
+            return f"{self.input_path}: nothing to replay ({what})"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as plain JSON types, for ``haltwatch backtest --json``."""
+        return {
+            "input": str(self.input_path),
+            "output": str(self.output_path),
+            "lines": self.lines,
+            "transfers": self.transfers,
+            "heads": self.heads,
+            "suggestions": self.suggestions,
+            "invalid": self.invalid,
+            "invalid_samples": [{"line": s.line, "reason": s.reason} for s in self.invalid_samples],
+            "heads_back": self.heads_back,
+            "unreadable": self.unreadable,
+            "outputs": dict(sorted(self.outputs.items())),
+            "seconds": round(self.seconds, 3),
+            "events_per_s": round(self.events_per_s, 1),
+            "first_block_time": self.first_block_time,
+            "last_block_time": self.last_block_time,
+            "budgets": [
+                {"exchange": b.exchange, "state": b.state, "estimated": b.estimated, "budget": b.budget,
+                 "budget_days": b.budget_days, "passed": b.passed, "expected": b.expected}
+                for b in self.budgets
+            ],
+            "failure": self.failure,
+        }
 
     def invalid_line(self, line: int, reason: str) -> None:
         self.invalid += 1
@@ -100,6 +143,9 @@ class BacktestSummary:
         if self.invalid > len(self.invalid_samples):
             rows.append(f"    ... {self.invalid - len(self.invalid_samples):,} more")
         total = sum(self.outputs.values())
+        if self.heads_back:
+            rows.append(f"  heads back   {self.heads_back:>12,}  (below an earlier head of their chain: reorgs, "
+                        "or input out of order)")
         rows.append(f"  outputs      {total:>12,}")
         rows += [f"    {kind:<26}{n:>8,}" for kind, n in sorted(self.outputs.items())]
         rows.append(f"  elapsed      {self.seconds:>12.1f} s  ({self.events_per_s:,.0f} events/s)")
@@ -116,8 +162,13 @@ def output_kind(record: Any) -> str:
     return str(getattr(record, "TYPE", type(record).__name__))
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def is_gzip(path: Path) -> bool:
-    return path.suffix == ".gz"
+    """By the file's first bytes, not its name: a recording renamed ``.jsonl`` is still compressed."""
+    with path.open("rb") as f:
+        return f.read(2) == GZIP_MAGIC
 
 
 def open_lines(path: Path) -> tuple[IO[bytes], Iterator[bytes]]:
@@ -175,6 +226,7 @@ def run_backtest(input_path: Path, output_path: Path, policy: DetectionPolicy,
                 except StopIteration:
                     break
                 except (EOFError, OSError, zlib.error) as exc:  # truncated or corrupt compressed stream
+                    summary.unreadable = f"unreadable from line {summary.lines + 1} on: {exc}"
                     summary.invalid_line(summary.lines + 1, f"input unreadable from here on: {exc}")
                     break
                 summary.lines += 1
@@ -201,6 +253,8 @@ class _Feeder:
         self.clock = clock
         self.summary = summary
         self.write = write
+        self.head_numbers: dict[str, int] = {}
+        """chain → highest head number seen, to count heads that go back."""
 
     def __call__(self, line: bytes) -> None:
         summary = self.summary
@@ -227,6 +281,11 @@ class _Feeder:
                 outputs = self.detector.on_transfer(record)
             elif isinstance(record, ChainHead):
                 summary.heads += 1
+                highest = self.head_numbers.get(record.chain)
+                if highest is not None and record.number < highest:
+                    summary.heads_back += 1
+                else:
+                    self.head_numbers[record.chain] = record.number
                 self._saw_time(record.block_time)
                 self.clock.set(record.received_at)
                 outputs = self.detector.on_head(record)

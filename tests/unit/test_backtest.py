@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 from pathlib import Path
 
 import orjson
@@ -107,6 +108,71 @@ def test_truncated_gzip_is_reported_not_fatal(tmp_path: Path, recorded: tuple[li
     summary = run_backtest(cut, tmp_path / "out.jsonl", DetectionPolicy(), progress=False)
     assert 0 < summary.lines < 5000
     assert summary.invalid_samples[-1].reason.startswith("input unreadable from here on")
+    assert summary.failure is not None and f"unreadable from line {summary.lines + 1} on" in summary.failure
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from haltwatch.cli import app
+
+    result = CliRunner().invoke(app, ["backtest", "--no-progress", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_the_command_prints_json_and_exits_zero_on_a_good_recording(
+    tmp_path: Path, recorded: tuple[list[bytes], dict[str, int]]
+) -> None:
+    lines, facts = recorded
+    code, out, err = _cli("--input", str(write(tmp_path / "e.jsonl.gz", lines)), "--output", str(tmp_path / "o"),
+                          "--json")
+    assert (code, err) == (0, "")
+    summary = orjson.loads(out)
+    assert (summary["heads"], summary["transfers"], summary["failure"]) == (facts["heads"], facts["transfers"], None)
+    assert summary["outputs"]["outage/open"] >= 1
+    assert len(summary["budgets"]) == 3 and "okx" in {b["exchange"] for b in summary["budgets"]}
+
+
+@pytest.mark.parametrize("content", ["empty", "random bytes", "truncated gzip"])
+def test_a_recording_that_proves_nothing_fails_the_command_in_one_line(
+    tmp_path: Path, recorded: tuple[list[bytes], dict[str, int]], content: str
+) -> None:
+    source = tmp_path / "e.jsonl.gz"
+    if content == "empty":
+        source.write_bytes(b"")
+    elif content == "random bytes":
+        source.write_bytes(bytes(random.Random(3).getrandbits(8) for _ in range(50_000)))
+    else:
+        full = write(tmp_path / "full.jsonl.gz", recorded[0][:5000]).read_bytes()
+        source.write_bytes(full[: len(full) // 2])
+    for extra in ([], ["--json"]):
+        code, out, err = _cli("--input", str(source), "--output", str(tmp_path / "o"), *extra)
+        assert code == 1, (content, out)
+        assert err.count("\n") == 1 and err.startswith(f"backtest failed: {source}: "), err
+    if content != "truncated gzip":
+        assert "nothing to replay" in err
+
+
+def test_gzip_is_known_by_its_bytes_not_its_name(tmp_path: Path, recorded: tuple[list[bytes], dict[str, int]]) -> None:
+    lines, _ = recorded
+    named_plain = tmp_path / "events.jsonl"
+    named_plain.write_bytes(write(tmp_path / "events.jsonl.gz", lines[:3000]).read_bytes())
+    summary = run_backtest(named_plain, tmp_path / "out.jsonl", DetectionPolicy(), progress=False)
+    assert summary.invalid == 0 and summary.lines == 3000
+
+
+def test_heads_that_go_back_are_counted_and_reported(tmp_path: Path,
+                                                     recorded: tuple[list[bytes], dict[str, int]]) -> None:
+    lines, _ = recorded
+    heads = [i for i, line in enumerate(lines[:2000]) if b'"chain_head"' in line]
+    early, late = heads[5], heads[40]
+    shuffled = [*lines[:late + 1], lines[early], lines[heads[6]], *lines[late + 1:2000]]
+    summary = run_backtest(write(tmp_path / "e.jsonl", shuffled), tmp_path / "out.jsonl", DetectionPolicy(),
+                           progress=False)
+    assert summary.heads_back == 2
+    assert "heads back              2" in summary.format()
+    assert run_backtest(write(tmp_path / "f.jsonl", lines[:2000]), tmp_path / "out2.jsonl", DetectionPolicy(),
+                        progress=False).heads_back == 0
 
 
 def test_a_detector_bug_names_the_line(tmp_path: Path, recorded: tuple[list[bytes], dict[str, int]],

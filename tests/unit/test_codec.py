@@ -84,6 +84,38 @@ def test_schema_rejects_what_the_codec_rejects():
         decode(json.dumps(bad))
 
 
+@pytest.mark.parametrize(
+    ("record", "field", "value", "message"),
+    [
+        (TRANSFER, "block_number", -1, "block_number: must be at least 0, got -1"),
+        (TRANSFER, "block_time", -5, "block_time: must be at least 0"),
+        (TRANSFER, "log_index", -2, "log_index: must be at least -1"),
+        (TRANSFER, "amount", "-5", "amount: expected decimal digits only, got '-5'"),
+        (TRANSFER, "amount", "1e30", "amount: expected decimal digits only"),
+        (TRANSFER, "amount", "٣", "amount: expected decimal digits only"),  # a digit, but not an ASCII one
+        (HEAD, "number", -7, "number: must be at least 0"),
+        (HEAD, "received_at", -0.5, "received_at: must be at least 0"),
+        (OUTAGE, "observed_count", -1, "observed_count: must be at least 0"),
+        (OUTAGE, "resolved_at", -3, "resolved_at: must be at least 0"),
+    ],
+)
+def test_negative_numbers_are_rejected_by_the_codec_and_the_schema(record, field, value, message):
+    bad = json.loads(encode(record))
+    bad[field] = value
+    with pytest.raises(SchemaError, match=message):
+        decode(json.dumps(bad))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema_of(type(record)))
+    assert decode(encode(replace(TRANSFER, log_index=-1))).log_index == -1, "a native transfer's index is valid"
+
+
+def test_an_integer_beyond_64_bits_is_reported_as_such():
+    bad = json.loads(encode(HEAD))
+    bad["number"] = 10**30
+    with pytest.raises(SchemaError, match=r"number: integer out of the 64-bit range \(1e\+30\)"):
+        decode(json.dumps(bad))
+
+
 def test_amount_keeps_full_precision():
     assert int(decode(encode(TRANSFER)).amount) == 2**255 + 12345
 
