@@ -34,7 +34,7 @@ from typing import Any
 
 import typer
 
-from haltwatch.secrets import redact
+from haltwatch.secrets import mask_setting, redact
 
 NOT_CONFIGURABLE = frozenset({"help", "config", "install_completion", "show_completion"})
 
@@ -180,8 +180,8 @@ def effective(group: Any, default_map: Mapping[str, Mapping[str, Any]], environ:
         elif isinstance(value, list | tuple):
             value = [str(v) if isinstance(v, Path) else v for v in value]
         if isinstance(value, str):
-            value = redact(value)
+            value = mask_setting(name, value)
         elif isinstance(value, list):
-            value = [redact(v) if isinstance(v, str) else v for v in value]
+            value = [mask_setting(name, v) if isinstance(v, str) else v for v in value]
         rows.append({"command": command, "setting": name, "value": value, "source": source, "env": envvars})
     return rows

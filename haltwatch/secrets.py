@@ -3,9 +3,18 @@
 Operators paste URLs that carry credentials: ``wss://mainnet.infura.io/ws/v3/KEY``,
 ``https://eth.example.com/?apikey=KEY``, ``clickhouse://user:PASSWORD@host/db``,
 ``https://hooks.slack.com/services/T000/B000/TOKEN``. Those URLs end up in exception messages (a
-connection refused names the URL), in log lines, in tracebacks. :func:`redact` masks, inside URLs only,
-the password of the user info, query values whose names mean a secret, and path segments that look like
-keys; and, in any text, ``password=...``-style pairs. Hashes and addresses (``0x...``) are public and kept.
+connection refused names the URL), in log lines, in tracebacks.
+
+Rules first, guesses only as a second net:
+
+- A webhook URL is a secret beyond its host, whatever its shape (Slack, Discord, Telegram's
+  ``bot<id>:<token>``, a generic hook): :func:`mask_webhook` keeps ``scheme://host`` and masks the whole path
+  and query. The commands :func:`register` the secret parts of every webhook and password they are given, and
+  :func:`redact` masks those exact strings wherever they appear, in any form of text.
+- In every URL: the password of the user info, and query values whose names mean a secret.
+- In any text: ``password=...``-style pairs.
+- The guess: path segments and bare user infos that look like keys (long, letters and digits mixed), for node
+  URLs such as Infura's, whose key sits in the path. Hashes and addresses (``0x...``) are public and kept.
 
 :func:`install` makes every log record of the process pass through :func:`redact`. It hooks the log
 record factory rather than adding a filter to handlers, because the Faust worker (through mode) sets up
@@ -36,6 +45,110 @@ _PAIR = re.compile(
     re.IGNORECASE,
 )
 _KEYLIKE = re.compile(r"^[A-Za-z0-9_\-]{16,}$")
+
+
+_registered: set[str] = set()
+_registered_order: list[str] = []
+"""Registered secrets, longest first (so a secret that contains another is masked whole)."""
+MIN_REGISTERED = 4
+"""Shorter strings are not registered: masking every ``/v2`` or ``abc`` in the logs would hide the logs."""
+SECRET_SETTING = re.compile(r"(?:^|_)(?:password|passwd|secret|token|routing_key|api_key)$")
+"""Settings whose whole value is a secret (``sasl_password``, ``pagerduty_routing_key``)."""
+
+
+def register(secret: str | None) -> None:
+    """Mask ``secret`` wherever :func:`redact` meets it from now on (a password, a webhook's path)."""
+    if secret and len(secret) >= MIN_REGISTERED and secret not in _registered:
+        _registered.add(secret)
+        _registered_order[:] = sorted(_registered, key=len, reverse=True)
+
+
+def forget_registered() -> None:
+    """Drop every registered secret (for tests)."""
+    _registered.clear()
+    _registered_order.clear()
+
+
+def _split_url(url: str) -> tuple[str, str] | None:
+    """``(scheme://authority, rest)`` of a URL, or None when ``url`` is not one."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme or not rest:
+        return None
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    return f"{scheme}://{rest[:cut]}", rest[cut:]
+
+
+def mask_webhook(url: str) -> str:
+    """``scheme://host/***``: a webhook's path and query are its credential, whatever the service."""
+    parts = _split_url(url.strip())
+    if parts is None:
+        return MASK
+    origin, rest = parts
+    return redact(origin) + ("/" + MASK if rest.strip("/?#") else "")
+
+
+def register_webhook(url: str | None) -> None:
+    """Register the secret parts of a webhook URL: its path and query, and its user info's password."""
+    if not url:
+        return
+    parts = _split_url(url.strip())
+    if parts is None:
+        register(url)
+        return
+    origin, rest = parts
+    register(rest.lstrip("/") if rest.strip("/?#") else None)
+    register(rest.partition("?")[2] or None)  # a message may quote the query alone
+    if "@" in origin:
+        userinfo = origin.split("://", 1)[1].rsplit("@", 1)[0]
+        register(userinfo.split(":", 1)[1] if ":" in userinfo else userinfo)
+
+
+def register_setting(name: str, value: object) -> None:
+    """Register what is secret in one setting's value, by the setting's kind: a webhook's path and query, a
+    password-like setting whole, and the user info's password of any URL."""
+    if isinstance(value, list | tuple):
+        for item in value:
+            register_setting(name, item)
+        return
+    if not isinstance(value, str) or not value:
+        return
+    name = name.lower().replace("-", "_")
+    if "webhook" in name:
+        register_webhook(value)
+    elif SECRET_SETTING.search(name):
+        register(value)
+    elif "://" in value:
+        parts = _split_url(value.strip())
+        if parts is not None and "@" in parts[0]:
+            userinfo = parts[0].split("://", 1)[1].rsplit("@", 1)[0]
+            if ":" in userinfo:
+                register(userinfo.split(":", 1)[1])
+
+
+def register_command_line(argv: list[str], environ: dict[str, str], prefix: str = "HALTWATCH_") -> None:
+    """Register the secrets among a command's options (``--name value``, ``--name=value``) and its
+    ``HALTWATCH_*`` environment, before anything could print them."""
+    for key, value in environ.items():
+        if key.startswith(prefix):
+            register_setting(key[len(prefix):], value)
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if not eq and i + 1 < len(argv):
+            value = argv[i + 1]
+        register_setting(name, value)
+
+
+def mask_setting(name: str, value: str) -> str:
+    """A setting's value as ``haltwatch config`` shows it: by the setting's kind first, then :func:`redact`."""
+    if not value:
+        return value
+    if "webhook" in name:
+        return mask_webhook(value)
+    if SECRET_SETTING.search(name):
+        return MASK
+    return redact(value)
 
 
 def looks_like_key(segment: str) -> bool:
@@ -83,9 +196,13 @@ def _redact_url(match: re.Match[str]) -> str:
 
 
 def redact(text: str) -> str:
-    """``text`` with the credentials of every URL in it, and ``password=...`` pairs, masked."""
+    """``text`` with registered secrets, the credentials of every URL in it, and ``password=...`` pairs
+    masked."""
     if not text:
         return text
+    for secret in _registered_order:
+        if secret in text:
+            text = text.replace(secret, MASK)
     if "://" in text:
         text = _URL.sub(_redact_url, text)
     return _PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)

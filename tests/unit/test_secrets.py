@@ -92,3 +92,57 @@ def test_filter_for_other_handlers() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "url %s", ("https://a.b/?apikey=zzz",), None)
     assert secrets.RedactingFilter().filter(record)
     assert record.getMessage() == "url https://a.b/?apikey=***"
+
+
+SLACK = f"https://hooks.slack.com/services/T0123ABCD/B0123ABCD/{SLACK_TOKEN}"
+DISCORD = "https://discord.com/api/webhooks/112233445566778899/short-Tok_en"
+TELEGRAM = "https://api.telegram.org/bot123456:AAbbCCdd/sendMessage?chat_id=-100200300"
+PAGERDUTY = "https://events.pagerduty.com/integration/abcd1234/enqueue"
+GENERIC = "https://alerts.example.com/hook/team-risk?sig=x1"
+
+
+@pytest.fixture
+def clean_registry() -> object:
+    secrets.forget_registered()
+    yield None
+    secrets.forget_registered()
+
+
+@pytest.mark.parametrize(("url", "shown", "secret"), [
+    (SLACK, "https://hooks.slack.com/***", SLACK_TOKEN),
+    (DISCORD, "https://discord.com/***", "short-Tok_en"),
+    (TELEGRAM, "https://api.telegram.org/***", "AAbbCCdd"),
+    (PAGERDUTY, "https://events.pagerduty.com/***", "abcd1234"),
+    (GENERIC, "https://alerts.example.com/***", "team-risk"),
+    ("https://ops:pw1234@alerts.example.com/hooks/x", "https://ops:***@alerts.example.com/***", "pw1234"),
+])
+def test_a_webhook_is_masked_beyond_its_host_by_rule(url: str, shown: str, secret: str,
+                                                     clean_registry: object) -> None:
+    """Shape does not matter: a short Discord token or Telegram's bot<id>:<token> is masked like Slack's, in
+    ``haltwatch config`` and, once registered, in any text that quotes the URL or a piece of it."""
+    assert secrets.mask_webhook(url) == shown
+    assert secrets.mask_setting("alert_webhook", url) == shown
+    assert secret in redact(f"POST {url.split('://', 1)[1]} failed"), "not masked before it is registered"
+    secrets.register_setting("alert_webhook", url)
+    for text in (f"POST {url} failed: 404", f"to {url.split('://', 1)[1]}"):
+        assert secret not in redact(text), text
+    assert secrets.mask_webhook("https://alerts.example.com") == "https://alerts.example.com"
+
+
+def test_secrets_given_on_the_command_line_the_environment_or_by_setting_name_are_masked_everywhere(
+    clean_registry: object,
+) -> None:
+    secrets.register_command_line(
+        ["worker", "--alert-webhook", DISCORD, "--sasl-password=plainword", "--prefix", "haltwatch"],
+        {"HALTWATCH_PAGERDUTY_ROUTING_KEY": "R0UT1NGkey", "HALTWATCH_ALERT_WEBHOOK_URL": TELEGRAM, "HALTWATCH_CLICKHOUSE_URL": "clickhouses://u:chpass@db/x",
+         "HALTWATCH_TOPIC_PREFIX": "haltwatch", "PATH": "/usr/bin"},
+    )
+    discord_path = DISCORD.split("/", 3)[3]
+    text = redact(f"errors: {discord_path} plainword R0UT1NGkey chpass; prefix haltwatch in /usr/bin")
+    text += redact(f" POST {TELEGRAM}")
+    for secret in (discord_path, "plainword", "R0UT1NGkey", "chpass", "AAbbCCdd", "-100200300"):
+        assert secret not in text
+    assert "prefix haltwatch in /usr/bin" in text, "settings that are not secrets are not registered"
+    assert secrets.mask_setting("sasl_password", "plainword") == MASK
+    assert secrets.mask_setting("pagerduty_routing_key", "R0UT1NGkey") == MASK
+    assert secrets.mask_setting("prefix", "haltwatch") == "haltwatch"
