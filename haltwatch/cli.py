@@ -21,6 +21,7 @@ from connectors.block_layout import LAYOUT_ENV, TransferLayout
 from haltwatch import operator_cli, secrets
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from haltwatch.secrets import redact
+from haltwatch.setting_types import FiniteNumber, HostPorts, UrlOf
 from schemas.topics import Topics
 from streams.group_membership import DEFAULT_SESSION_TIMEOUT_S
 from streams.roles import WorkerRole
@@ -32,6 +33,7 @@ app = typer.Typer(
          "sections for one; `haltwatch config` shows what applies), then the defaults.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals hold node URLs with API keys and database passwords
+    rich_markup_mode=None,  # a usage error is one plain "Error: ..." line a log pipeline keeps, not a box
 )
 VerboseOpt = Annotated[bool, typer.Option(help="Debug logging.")]
 
@@ -57,7 +59,9 @@ def _root(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 
-KafkaOpt = Annotated[str, typer.Option(envvar="HALTWATCH_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")]
+KafkaOpt = Annotated[
+    str, typer.Option(envvar="HALTWATCH_KAFKA_BOOTSTRAP", parser=HostPorts(), help="Kafka bootstrap servers.")
+]
 PrefixOpt = Annotated[str, typer.Option(envvar="HALTWATCH_TOPIC_PREFIX", help="Prefix of every topic name.")]
 PartitionsOpt = Annotated[int, typer.Option(envvar="HALTWATCH_PARTITIONS", min=1, help="Partitions per topic.")]
 ReplicationOpt = Annotated[
@@ -67,7 +71,8 @@ ReplicationOpt = Annotated[
 ]
 ClickHouseOpt = Annotated[
     str | None,
-    typer.Option(envvar="HALTWATCH_CLICKHOUSE_URL", help="clickhouse://user:pass@host:9000/db; unset = embedded chdb."),
+    typer.Option(envvar="HALTWATCH_CLICKHOUSE_URL", parser=UrlOf("clickhouse"),
+                 help="clickhouse://user:pass@host:9000/db; unset = embedded chdb."),
 ]
 ChdbOpt = Annotated[Path, typer.Option(envvar="HALTWATCH_CHDB_PATH", help="Data folder of the embedded chdb store.")]
 TransferRecordsOpt = Annotated[
@@ -94,7 +99,8 @@ def connect(
     ],
     ws_url: Annotated[
         list[str] | None,
-        typer.Option(envvar="HALTWATCH_WS_URL", help="Node websocket URL; repeat (or comma-separate) for failover. "
+        typer.Option(envvar="HALTWATCH_WS_URL", parser=UrlOf("ws", "wss", several=True),
+                     help="Node websocket URL; repeat (or comma-separate) for failover. "
                      "EVM: required. Solana: pubsub websocket per --url; Bitcoin: mempool.space-style block "
                      "push per --url (optional)."),
     ] = None,
@@ -105,7 +111,8 @@ def connect(
     ] = None,
     url: Annotated[
         list[str] | None,
-        typer.Option(envvar="HALTWATCH_URL", help="Non-EVM: HTTP(S) endpoint (Solana JSON-RPC, Esplora REST base "
+        typer.Option(envvar="HALTWATCH_URL", parser=UrlOf("http", "https", several=True),
+                     help="Non-EVM: HTTP(S) endpoint (Solana JSON-RPC, Esplora REST base "
                      "such as https://mempool.space/api, Tron full-node HTTP API); repeat for failover."),
     ] = None,
     commitment: Annotated[
@@ -232,7 +239,8 @@ def connect(
 def backfill(
     chain: Annotated[str, typer.Option(envvar="HALTWATCH_CHAIN", help="Chain name used in events, e.g. ethereum.")],
     ws_url: Annotated[
-        list[str], typer.Option(envvar="HALTWATCH_WS_URL", help="Node websocket URL; repeat for failover.")
+        list[str], typer.Option(envvar="HALTWATCH_WS_URL", parser=UrlOf("ws", "wss", several=True),
+                                help="Node websocket URL; repeat for failover.")
     ],
     labels: Annotated[list[Path], typer.Option(envvar="HALTWATCH_LABELS", help="Label file(s) or folder(s), TOML.")],
     from_block: Annotated[int, typer.Option(min=0, help="First block to publish.")],
@@ -304,7 +312,8 @@ def worker(
     ] = Path(".haltwatch/worker"),
     alert_webhook: Annotated[
         str | None,
-        typer.Option(envvar="HALTWATCH_ALERT_WEBHOOK_URL", help="POST outage open/degraded/resolved events here "
+        typer.Option(envvar="HALTWATCH_ALERT_WEBHOOK_URL", parser=UrlOf("http", "https"),
+                     help="POST outage open/degraded/resolved events here "
                      "(Slack-compatible JSON, retried, never twice); unset = no webhook."),
     ] = None,
     alert_states: Annotated[
@@ -312,10 +321,12 @@ def worker(
     ] = "open,degraded,resolved",
     false_alarms: Annotated[
         float,
-        typer.Option(envvar="HALTWATCH_FALSE_ALARMS", help="False alarms allowed per exchange per budget period."),
+        typer.Option(envvar="HALTWATCH_FALSE_ALARMS", parser=FiniteNumber(),
+                     help="False alarms allowed per exchange per budget period."),
     ] = 1.0,
     budget_days: Annotated[
-        float, typer.Option(envvar="HALTWATCH_BUDGET_DAYS", help="Length of the false-alarm budget period, days.")
+        float, typer.Option(envvar="HALTWATCH_BUDGET_DAYS", parser=FiniteNumber(),
+                            help="Length of the false-alarm budget period, days.")
     ] = 90.0,
     exchange_metadata: Annotated[
         Path | None,
@@ -352,8 +363,6 @@ def worker(
     if not states <= DEFAULT_STATES | {"suspected"}:
         raise typer.BadParameter(f"unknown states {sorted(states - DEFAULT_STATES - {'suspected'})}; choose from "
                                  "suspected, open, degraded, resolved", param_hint="--alert-states")
-    if alert_webhook and not alert_webhook.startswith(("http://", "https://")):
-        raise typer.BadParameter("must be an http:// or https:// URL", param_hint="--alert-webhook")
     operator = OperatorSettings(alert_webhook_url=alert_webhook, alert_states=states)
 
     settings = WorkerSettings(
@@ -475,8 +484,12 @@ def backtest(
         Path, typer.Option("--input", exists=True, dir_okay=False, help="Events as on the topics: JSONL or JSONL.gz.")
     ],
     output_path: Annotated[Path, typer.Option("--output", help="Where to write the detector's outputs (JSONL).")],
-    false_alarms: Annotated[float, typer.Option(help="False alarms allowed per exchange per budget period.")] = 1.0,
-    budget_days: Annotated[float, typer.Option(help="Length of the false-alarm budget period, days.")] = 90.0,
+    false_alarms: Annotated[
+        float, typer.Option(parser=FiniteNumber(), help="False alarms allowed per exchange per budget period.")
+    ] = 1.0,
+    budget_days: Annotated[
+        float, typer.Option(parser=FiniteNumber(), help="Length of the false-alarm budget period, days.")
+    ] = 90.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:

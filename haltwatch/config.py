@@ -169,8 +169,10 @@ def effective(group: Any, default_map: Mapping[str, Mapping[str, Any]], environ:
     for name, param in _options(cmd).items():
         envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
         env = next((e for e in envvars if e in environ), None)
+        problem = None
         if env is not None:
             value, source = environ[env], f"env {env}"
+            problem = _env_problem(cmd, param, env, value)
         elif name in default_map.get(command, {}):
             value, source = default_map[command][name], "config file"
         else:
@@ -183,5 +185,17 @@ def effective(group: Any, default_map: Mapping[str, Mapping[str, Any]], environ:
             value = mask_setting(name, value)
         elif isinstance(value, list):
             value = [mask_setting(name, v) if isinstance(v, str) else v for v in value]
-        rows.append({"command": command, "setting": name, "value": value, "source": source, "env": envvars})
+        rows.append({"command": command, "setting": name, "value": value, "source": source, "env": envvars,
+                     "problem": problem})
     return rows
+
+
+def _env_problem(command: Any, param: Any, env: str, value: str) -> str | None:
+    """Why the command would refuse ``env``'s value (its own converter decides), or None."""
+    ctx = typer.Context(command, info_name=command.name)
+    try:
+        param.process_value(ctx, param.value_from_envvar(ctx))  # split as the command splits it (lists)
+    except Exception as exc:  # the command line's own converter: BadParameter or pydantic's error
+        message = getattr(exc, "message", None) or str(exc)
+        return f"{env}={redact(repr(value))}: {redact(str(message))}"
+    return None

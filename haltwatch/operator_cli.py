@@ -77,15 +77,21 @@ def config(
         raise typer.BadParameter(f"no command {command!r}; commands: {', '.join(sorted(group.commands))}")
     default_map = ctx.find_root().default_map or {}
     rows = [row for name in names for row in effective(group, default_map, os.environ, name)]
+    problems = sorted({row["problem"] for row in rows if row["problem"]})
     if as_json:
         typer.echo(orjson.dumps(rows).decode())
-        return
-    current = None
-    for row in rows:
-        if row["command"] != current:
-            current = row["command"]
-            typer.echo(f"[{current}]")
-        typer.echo(f"  {row['setting']:<24} = {row['value']!r:<40} ({row['source']})")
+    else:
+        current = None
+        for row in rows:
+            if row["command"] != current:
+                current = row["command"]
+                typer.echo(f"[{current}]")
+            mark = "  <- invalid" if row["problem"] else ""
+            typer.echo(f"  {row['setting']:<24} = {row['value']!r:<40} ({row['source']}){mark}")
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

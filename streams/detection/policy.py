@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DAY = 86_400
@@ -54,10 +55,12 @@ class DetectionPolicy:
     """How many recent withdrawals each (exchange, chain) remembers, to undo reorged ones."""
 
     def __post_init__(self) -> None:
-        if self.false_alarms_per_exchange <= 0:
-            raise ValueError(f"false_alarms_per_exchange must be positive, got {self.false_alarms_per_exchange}")
-        if self.budget_days <= 0:
-            raise ValueError(f"budget_days must be positive, got {self.budget_days}")
+        # ``not x > 0`` rather than ``x <= 0``: NaN fails every comparison, and a NaN budget opens nothing
+        if not 0 < self.false_alarms_per_exchange < math.inf:
+            raise ValueError(f"false_alarms_per_exchange must be a finite number above 0, got "
+                             f"{self.false_alarms_per_exchange}")
+        if not 0 < self.budget_days < math.inf:
+            raise ValueError(f"budget_days must be a finite number above 0, got {self.budget_days}")
         if not 0 < self.degraded_ratio < 1:
             raise ValueError(f"degraded_ratio must be in (0, 1), got {self.degraded_ratio}")
         if self.suspect_factor < 1:

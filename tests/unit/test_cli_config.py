@@ -57,6 +57,15 @@ labels = ["labels/eth.toml", "/etc/abs.toml"]
     ("partitions = 0", "partitions = 0: Input should be greater than or equal to 1"),
     ("[wroker]\nx = 1", "[wroker] is not a command (did you mean worker?)"),
     ("kafka = [", "is not valid TOML"),
+    ("[worker]\nbudget_days = nan", "[worker] budget_days = nan: expected a finite number above 0, got nan"),
+    ("[worker]\nfalse_alarms = inf", "[worker] false_alarms = inf: expected a finite number above 0"),
+    ("kafka = '127.0.0.1:notaport'", "kafka = '127.0.0.1:notaport': expected host:port (port 1-65535)"),
+    ("[connect]\nws_url = 'not a url'",
+     "[connect] ws_url = ['not a url']: expected a URL starting with ws:// or wss://"),
+    ("clickhouse_url = 'http://db:8123'",
+     "clickhouse_url = 'http://db:8123': expected a URL starting with clickhouse://"),
+    ("[worker]\nalert_webhook = 'hooks.slack.com/x'",
+     "expected a URL starting with http:// or https:// and naming a host"),
 ])
 def test_each_problem_is_named_with_its_reason(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -142,3 +151,57 @@ def test_health_command_exit_codes(worker_api: tuple[str, dict[str, Any]]) -> No
     assert result.exit_code == 1 and "kafka" in result.output and "no partition" in result.output
     result = runner.invoke(app, ["health", "--api", "http://127.0.0.1:9", "--json"])
     assert result.exit_code == 2 and orjson.loads(result.output)["status"] == "unreachable"
+
+
+@pytest.mark.parametrize(("args", "env", "flag", "message"), [
+    (["--false-alarms", "nan"], {}, "--false-alarms", "expected a finite number above 0, got 'nan'"),
+    (["--false-alarms", "inf"], {}, "--false-alarms", "expected a finite number above 0, got 'inf'"),
+    (["--budget-days", "-1"], {}, "--budget-days", "expected a finite number above 0, got '-1'"),
+    ([], {"HALTWATCH_BUDGET_DAYS": "nan"}, "--budget-days", "expected a finite number above 0, got 'nan'"),
+    (["--kafka", "127.0.0.1:notaport"], {}, "--kafka", "expected host:port (port 1-65535)"),
+    (["--clickhouse-url", "http://db:8123/x"], {}, "--clickhouse-url",
+     "expected a URL starting with clickhouse:// and naming a host, got 'http://db:8123/x'"),
+    (["--alert-webhook", "ftp://hooks/x"], {}, "--alert-webhook", "expected a URL starting with http:// or https://"),
+])
+def test_a_bad_setting_stops_the_worker_before_it_connects_with_one_line(
+    args: list[str], env: dict[str, str], flag: str, message: str
+) -> None:
+    """Checked by the option's own type, so nothing starts: a NaN budget used to start a worker that never
+    opened an outage."""
+    result = runner.invoke(app, ["worker", *args], env=env)
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and error[0].startswith(f"Error: Invalid value for '{flag}'"), result.stderr
+    assert message in error[0] and "HALTWATCH_" in error[0], "names the flag and its environment variable"
+
+
+def test_a_bad_websocket_url_stops_the_connector_with_one_line() -> None:
+    result = runner.invoke(app, ["connect", "--chain", "ethereum", "--labels", ".", "--ws-url", "wss://a/x",
+                                 "--ws-url", "http://b"])
+    assert result.exit_code == 2
+    assert "Error: Invalid value for '--ws-url' (env var: 'HALTWATCH_WS_URL'): expected a URL starting with ws:// " \
+           "or wss:// and naming a host, got 'http://b'" in result.stderr
+
+
+def test_config_names_every_bad_environment_value_and_exits_2() -> None:
+    env = {"HALTWATCH_PARTITIONS": "eight", "HALTWATCH_WEB_PORT": "99999", "HALTWATCH_WORKER_ROLE": "bogus",
+           "HALTWATCH_FALSE_ALARMS": "nan"}
+    result = runner.invoke(app, ["config", "worker"], env=env)
+    assert result.exit_code == 2
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error: "))
+    assert [e.split(":", 2)[1].strip() for e in errors] == [
+        "HALTWATCH_FALSE_ALARMS='nan'", "HALTWATCH_PARTITIONS='eight'", "HALTWATCH_WEB_PORT='99999'",
+        "HALTWATCH_WORKER_ROLE='bogus'",
+    ]
+    assert result.stdout.count("<- invalid") == 4
+    assert runner.invoke(app, ["config", "worker"], env={"HALTWATCH_PARTITIONS": "8"}).exit_code == 0
+
+
+def test_the_detection_policy_refuses_a_budget_that_is_not_a_finite_positive_number() -> None:
+    from streams.detection.policy import DetectionPolicy
+
+    for bad in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(ValueError, match="must be a finite number above 0"):
+            DetectionPolicy(false_alarms_per_exchange=bad)
+        with pytest.raises(ValueError, match="must be a finite number above 0"):
+            DetectionPolicy(budget_days=bad)

@@ -134,7 +134,8 @@ def test_secrets_given_on_the_command_line_the_environment_or_by_setting_name_ar
 ) -> None:
     secrets.register_command_line(
         ["worker", "--alert-webhook", DISCORD, "--sasl-password=plainword", "--prefix", "haltwatch"],
-        {"HALTWATCH_PAGERDUTY_ROUTING_KEY": "R0UT1NGkey", "HALTWATCH_ALERT_WEBHOOK_URL": TELEGRAM, "HALTWATCH_CLICKHOUSE_URL": "clickhouses://u:chpass@db/x",
+        {"HALTWATCH_PAGERDUTY_ROUTING_KEY": "R0UT1NGkey", "HALTWATCH_ALERT_WEBHOOK_URL": TELEGRAM,
+         "HALTWATCH_CLICKHOUSE_URL": "clickhouses://u:chpass@db/x",
          "HALTWATCH_TOPIC_PREFIX": "haltwatch", "PATH": "/usr/bin"},
     )
     discord_path = DISCORD.split("/", 3)[3]
