@@ -18,7 +18,7 @@ import orjson
 import typer
 
 from connectors.block_layout import LAYOUT_ENV, TransferLayout
-from haltwatch import operator_cli, secrets
+from haltwatch import follow, operator_cli, secrets
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from haltwatch.secrets import redact
 from haltwatch.setting_types import FiniteNumber, HostPorts, UrlOf
@@ -465,6 +465,7 @@ def demo(
 
 
 operator_cli.register(app)
+follow.register(app)
 
 
 def hoist_config(argv: list[str]) -> list[str]:
