@@ -316,8 +316,24 @@ def worker(
                      help="POST outage open/degraded/resolved events here "
                      "(Slack-compatible JSON, retried, never twice); unset = no webhook."),
     ] = None,
+    pagerduty_routing_key: Annotated[
+        str | None,
+        typer.Option(envvar="HALTWATCH_PAGERDUTY_ROUTING_KEY", help="PagerDuty Events API v2 integration key: "
+                     "trigger on open/degraded, resolve on resolved, one PagerDuty incident per outage."),
+    ] = None,
+    pagerduty_url: Annotated[
+        str, typer.Option(envvar="HALTWATCH_PAGERDUTY_URL", parser=UrlOf("http", "https"),
+                          help="PagerDuty Events API endpoint (EU accounts: https://events.eu.pagerduty.com/v2/enqueue).")
+    ] = "https://events.pagerduty.com/v2/enqueue",
+    alertmanager_url: Annotated[
+        str | None,
+        typer.Option(envvar="HALTWATCH_ALERTMANAGER_URL", parser=UrlOf("http", "https"),
+                     help="Prometheus Alertmanager base URL (http://alertmanager:9093): one alert per incident, "
+                     "labels exchange, chains, state; endsAt on resolve."),
+    ] = None,
     alert_states: Annotated[
-        str, typer.Option(envvar="HALTWATCH_ALERT_STATES", help="Comma-separated outage states sent to the webhook.")
+        str, typer.Option(envvar="HALTWATCH_ALERT_STATES",
+                          help="Comma-separated outage states sent to the alert channels.")
     ] = "open,degraded,resolved",
     false_alarms: Annotated[
         float,
@@ -348,7 +364,7 @@ def worker(
     """Run a Faust worker: detection, correlation, chain monitoring, outage events and the ClickHouse sink."""
     from faust.worker import Worker
 
-    from streams.alerts.webhook import DEFAULT_STATES
+    from streams.alerts.notifier import DEFAULT_STATES
     from streams.app import WorkerSettings, create_app
     from streams.detection import DetectionPolicy, load_exchange_metadata
     from streams.detection.correlation import MetadataError
@@ -363,7 +379,8 @@ def worker(
     if not states <= DEFAULT_STATES | {"suspected"}:
         raise typer.BadParameter(f"unknown states {sorted(states - DEFAULT_STATES - {'suspected'})}; choose from "
                                  "suspected, open, degraded, resolved", param_hint="--alert-states")
-    operator = OperatorSettings(alert_webhook_url=alert_webhook, alert_states=states)
+    operator = OperatorSettings(alert_webhook_url=alert_webhook, pagerduty_routing_key=pagerduty_routing_key,
+                                pagerduty_url=pagerduty_url, alertmanager_url=alertmanager_url, alert_states=states)
 
     settings = WorkerSettings(
         kafka_bootstrap=kafka,

@@ -61,6 +61,17 @@ def clickhouse_server(state_dir: Path) -> Iterator[str]:
         infra("clickhouse", "stop", env)
 
 
+@pytest.fixture(scope="session")
+def alertmanager(state_dir: Path) -> Iterator[str]:
+    """A real Prometheus Alertmanager, built from its Go module by the project's script (cached)."""
+    env = {"ALERTMANAGER_PORT": str(ports.ALERTMANAGER_PORT), "ALERTMANAGER_DATA_DIR": str(state_dir / "alertmanager")}
+    infra("alertmanager", "start", env)
+    try:
+        yield f"http://127.0.0.1:{ports.ALERTMANAGER_PORT}"
+    finally:
+        infra("alertmanager", "stop", env)
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"

@@ -1,12 +1,12 @@
 """The fixed ports of the servers one test process starts, moved apart for every pytest-xdist worker.
 
 ``HALTWATCH_TEST_PORT_BASE`` (default 29000) places the first process's servers: Kafka on base + 92 (its
-controller on + 93), ClickHouse on base (HTTP on base - 877), anvil on base - 455, and the fault tests' own
-Kafka and ClickHouse on base + 192 and base + 100. Each xdist worker (``gw0``, ``gw1``, ...) runs its tests
-one after another against servers of its own, ``WORKER_STRIDE`` ports lower per worker, so that workers never
-share a broker that another one's test kills, and two test sessions on one machine do not stop each other's
-servers. Every port stays below Linux's ephemeral range (32768 up), where ``free_port()`` picks the workers'
-web ports.
+controller on + 93), ClickHouse on base (HTTP on base - 877), anvil on base - 455, Alertmanager on base + 293,
+and the fault tests' own Kafka and ClickHouse on base + 192 and base + 100. Each xdist worker (``gw0``, ``gw1``,
+...) runs its tests one after another against servers of its own, ``WORKER_STRIDE`` ports lower per worker, so
+that workers never share a broker that another one's test kills, and two test sessions on one machine do not
+stop each other's servers. Every port stays below Linux's ephemeral range (32768 up), where ``free_port()``
+picks the workers' web ports.
 """
 
 from __future__ import annotations
@@ -34,3 +34,4 @@ CLICKHOUSE_TCP_PORT = BASE
 CLICKHOUSE_HTTP_PORT = BASE - 877
 FAULT_KAFKA_PORT = BASE + 192
 FAULT_CLICKHOUSE_PORT = BASE + 100
+ALERTMANAGER_PORT = BASE + 293

@@ -1,6 +1,9 @@
-"""Outage alerts delivered outside Kafka (webhooks), for desks without a Kafka consumer."""
+"""Outage alerts delivered outside Kafka (chat webhooks, PagerDuty, Alertmanager), for desks without a Kafka
+consumer."""
 
+from streams.alerts.channels import AlertChannel, AlertmanagerApi, PagerDutyEvents, SlackHook
 from streams.alerts.ledger import DeliveryLedger
-from streams.alerts.webhook import WebhookNotifier, slack_payload
+from streams.alerts.notifier import AlertNotifier, slack_payload
 
-__all__ = ["DeliveryLedger", "WebhookNotifier", "slack_payload"]
+__all__ = ["AlertChannel", "AlertNotifier", "AlertmanagerApi", "DeliveryLedger", "PagerDutyEvents", "SlackHook",
+           "slack_payload"]

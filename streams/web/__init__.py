@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas.records import ChainHead, OutageEvent, TransferEvent
-from streams.alerts import DeliveryLedger, WebhookNotifier
-from streams.alerts.webhook import DEFAULT_STATES
+from streams.alerts import AlertChannel, AlertmanagerApi, AlertNotifier, DeliveryLedger, PagerDutyEvents, SlackHook
+from streams.alerts.channels import PAGERDUTY_EVENTS_URL
+from streams.alerts.notifier import DEFAULT_STATES
 from streams.detection.chains import ChainMonitor
 from streams.detection.detector import OutageDetector
 from streams.observability import WorkerMetrics
@@ -32,9 +33,26 @@ class OperatorSettings:
 
     alert_webhook_url: str | None = None
     """POST outage open/degraded/resolved events here (Slack-compatible JSON); None: no webhook."""
+    pagerduty_routing_key: str | None = None
+    """Trigger and resolve PagerDuty incidents through the Events API v2 with this integration key."""
+    pagerduty_url: str = PAGERDUTY_EVENTS_URL
+    alertmanager_url: str | None = None
+    """Base URL of a Prometheus Alertmanager (``http://alertmanager:9093``)."""
     alert_states: frozenset[str] = DEFAULT_STATES
     alert_ledger: Path | None = None
-    """File remembering delivered (outage_id, version); default ``<data_dir>/alerts-delivered.jsonl``."""
+    """File remembering what the webhook got; default ``<data_dir>/alerts-delivered.jsonl`` (other channels:
+    ``alerts-delivered-<channel>.jsonl`` beside it)."""
+
+    def channels(self) -> list[AlertChannel]:
+        """Every channel configured, in a fixed order."""
+        found: list[AlertChannel] = []
+        if self.alert_webhook_url:
+            found.append(SlackHook(self.alert_webhook_url))
+        if self.pagerduty_routing_key:
+            found.append(PagerDutyEvents(self.pagerduty_routing_key, self.pagerduty_url))
+        if self.alertmanager_url:
+            found.append(AlertmanagerApi(self.alertmanager_url))
+        return found
     alert_retry_for_s: float = 600.0
     health_cache_s: float = 5.0
     health_timeout_s: float = 2.0
@@ -43,11 +61,11 @@ class OperatorSettings:
 class WorkerHooks:
     """What the worker's agents call; cheap and never blocking."""
 
-    def __init__(self, board: LiveBoard, metrics: WorkerMetrics, notifier: WebhookNotifier | None,
+    def __init__(self, board: LiveBoard, metrics: WorkerMetrics, notifiers: list[AlertNotifier],
                  api: OperatorApi) -> None:
         self.board = board
         self.metrics = metrics
-        self.notifier = notifier
+        self.notifiers = notifiers
         self.api = api
 
     def observe(self, record: object) -> None:
@@ -64,8 +82,8 @@ class WorkerHooks:
             self.board.on_output(out)
             if isinstance(out, OutageEvent):
                 self.metrics.outage(out)
-                if self.notifier is not None:
-                    self.notifier.offer(out)
+                for notifier in self.notifiers:
+                    notifier.offer(out)
 
     def dead_letter(self, source: str) -> None:
         self.metrics.dead_letter(source)
@@ -80,6 +98,16 @@ def _mount(app: Any, path: str, handler: Handler) -> None:
     name = "operator_" + path.strip("/").replace("/", "_").replace(".", "_")
     view = type(name, (View,), {"get": get, "__doc__": handler.__doc__})
     app.page(path, name=name)(view)
+
+
+def _delivery_task(notifier: AlertNotifier) -> Any:
+    """A Faust task that runs one channel's deliveries (a function per channel: Faust names tasks by it)."""
+
+    async def deliver_alerts() -> None:
+        await notifier.run()
+
+    deliver_alerts.__name__ = deliver_alerts.__qualname__ = f"deliver_alerts_{notifier.channel.name}"
+    return deliver_alerts
 
 
 def register_web(app: Any, *, detector: OutageDetector, monitor: ChainMonitor, sinks: Mapping[str, Any],
@@ -99,15 +127,12 @@ def register_web(app: Any, *, detector: OutageDetector, monitor: ChainMonitor, s
     api = OperatorApi(board, health, metrics)
     for path, handler in api.routes().items():
         _mount(app, path, handler)
-    notifier: WebhookNotifier | None = None
-    if settings.alert_webhook_url:
-        ledger = DeliveryLedger(settings.alert_ledger or data_dir / "alerts-delivered.jsonl")
-        notifier = WebhookNotifier(settings.alert_webhook_url, ledger, settings.alert_states,
-                                   retry_for_s=settings.alert_retry_for_s, on_outcome=metrics.alert)
-        running = notifier
-
-        async def deliver_alerts() -> None:
-            await running.run()
-
-        app.task(deliver_alerts)
-    return WorkerHooks(board, metrics, notifier, api)
+    notifiers: list[AlertNotifier] = []
+    for channel in settings.channels():
+        file = "alerts-delivered.jsonl" if channel.name == "webhook" else f"alerts-delivered-{channel.name}.jsonl"
+        ledger = settings.alert_ledger if settings.alert_ledger and channel.name == "webhook" else data_dir / file
+        notifier = AlertNotifier(channel, DeliveryLedger(ledger), settings.alert_states,
+                                 retry_for_s=settings.alert_retry_for_s, on_outcome=metrics.alert)
+        notifiers.append(notifier)
+        app.task(_delivery_task(notifier))
+    return WorkerHooks(board, metrics, notifiers, api)

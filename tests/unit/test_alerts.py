@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from schemas.records import OutageEvent, OutageState
-from streams.alerts import DeliveryLedger, WebhookNotifier, slack_payload
+from streams.alerts import AlertNotifier, DeliveryLedger, SlackHook, slack_payload
 
 
 class Hook:
@@ -56,8 +56,8 @@ def outage(version: int, state: OutageState, oid: str = "abc123") -> OutageEvent
                        37.5, 0, 0.9999, 1e-9, "0xtx", "ethereum", time.time(), "no withdrawal while 37.5 expected")
 
 
-def notifier(url: str, ledger: Path, **kw: Any) -> WebhookNotifier:
-    return WebhookNotifier(url, DeliveryLedger(ledger), backoff_s=0.01, max_backoff_s=0.05, **kw)
+def notifier(url: str, ledger: Path, **kw: Any) -> AlertNotifier:
+    return AlertNotifier(SlackHook(url), DeliveryLedger(ledger), backoff_s=0.01, max_backoff_s=0.05, **kw)
 
 
 async def test_retries_with_one_idempotency_key_and_never_resends(hook_server: Any, tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def wire(feed: Feed, sinks: dict[str, Any] | None = None) -> WorkerHooks:
     board = LiveBoard(feed.detector, feed.monitor)
     metrics = WorkerMetrics(feed.detector, feed.monitor, sinks or {}, wall=lambda: feed.clock.now() + 0.25)
     health = HealthChecks(FakeKafka(), feed.monitor, lambda: None)
-    hooks = WorkerHooks(board, metrics, None, OperatorApi(board, health, metrics, push_every_s=0.02))
+    hooks = WorkerHooks(board, metrics, [], OperatorApi(board, health, metrics, push_every_s=0.02))
     seen = len(feed.outputs)
 
     def after(record: Any) -> None:

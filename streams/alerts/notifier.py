@@ -1,25 +1,22 @@
-"""POST outage state changes to a webhook (Slack-compatible), retried, never twice.
+"""Deliver outage state changes to an on-call channel over HTTP, retried, in order, never twice.
 
-The detect path only *offers* an event (a non-blocking queue put); one task delivers them in order, so
-a slow or failing webhook never delays detection and "resolved" never overtakes "open". Each POST carries
-``Idempotency-Key: <outage_id>:<version>``, identical on every retry, so a receiver that got a request
-whose answer was lost can drop the repeat. A version counts as delivered (in the
+The detect path only *offers* an event (a non-blocking queue put); one task per channel delivers them in
+order, so a slow or failing channel never delays detection and "resolved" never overtakes "open". Each POST
+carries ``Idempotency-Key: <outage_id>:<version>``, identical on every retry, so a receiver that got a
+request whose answer was lost can drop the repeat. A version counts as delivered (in the
 :class:`~streams.alerts.ledger.DeliveryLedger` file) only after a 2xx; after a restart, versions in the
-ledger are skipped.
+ledger are skipped. What the request says is the channel's (:mod:`streams.alerts.channels`).
 
 What is sent: ``open`` and ``degraded`` by default, and ``resolved`` only for an incident whose open or
-degraded state was announced (a suspicion that cleared by itself is not news). The body is
-``{"text": ...}``, which Slack, Mattermost and Teams-style hooks display, plus ``event`` and ``outage``
-with the record's fields for programs.
+degraded state was announced (a suspicion that cleared by itself is not news).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -28,6 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from haltwatch.secrets import redact
 from schemas.records import OutageEvent, OutageState
+from streams.alerts.channels import AlertChannel, SlackHook
 from streams.alerts.ledger import DeliveryLedger
 
 log = logging.getLogger(__name__)
@@ -36,48 +34,26 @@ QUEUE_MAX = 10_000
 
 
 class RetryableDelivery(Exception):
-    """The webhook was unreachable, timed out, or answered 408/425/429/5xx: the same POST may succeed later."""
+    """The channel was unreachable, timed out, or answered 408/425/429/5xx: the same POST may succeed later."""
 
 
 class RefusedDelivery(Exception):
-    """The webhook answered another 4xx: resending the same body will not help."""
-
-
-def _t(ts: int | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _duration(seconds: int) -> str:
-    minutes, _ = divmod(max(seconds, 0), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+    """The channel answered another 4xx: resending the same body will not help."""
 
 
 def slack_payload(event: OutageEvent) -> dict[str, Any]:
-    """The JSON body for one outage state change."""
-    scope = ", ".join(event.scope)
-    if event.state is OutageState.RESOLVED:
-        text = (f":white_check_mark: RESOLVED {event.exchange} ({scope}): withdrawals resumed at "
-                f"{_t(event.resolved_at)} after {_duration(event.duration_s or 0)} without payouts")
-    elif event.state is OutageState.DEGRADED:
-        text = f":warning: DEGRADED {event.exchange} ({scope}): {event.reason}"
-    else:
-        icon = ":rotating_light:" if event.state is OutageState.OPEN else ":grey_question:"
-        text = (f"{icon} {event.state.value.upper()} {event.exchange} ({scope}): no withdrawal since "
-                f"{_t(event.started_at)} ({_duration(event.observed_gap_s)}); {event.expected_count:.1f} "
-                f"expected; confidence {event.confidence:.4f}")
-    outage = asdict(event)
-    outage["state"] = event.state.value
-    return {"text": text, "event": f"outage.{event.state.value}", "outage": outage}
+    """The Slack-style JSON body for one outage state change."""
+    return dict(orjson.loads(SlackHook("").body(event, [], time.time())))
 
 
-class WebhookNotifier:
-    """Delivers offered outage events to one webhook URL."""
+class AlertNotifier:
+    """Delivers offered outage events to one channel."""
 
-    def __init__(self, url: str, ledger: DeliveryLedger, states: Iterable[str] = DEFAULT_STATES,
+    def __init__(self, channel: AlertChannel, ledger: DeliveryLedger, states: Iterable[str] = DEFAULT_STATES,
                  timeout_s: float = 10.0, retry_for_s: float = 600.0, backoff_s: float = 1.0,
-                 max_backoff_s: float = 60.0, on_outcome: Callable[[str], None] | None = None) -> None:
-        self.url = url
+                 max_backoff_s: float = 60.0, on_outcome: Callable[[str], None] | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.channel = channel
         self.ledger = ledger
         self.states = frozenset(states)
         self.timeout_s = timeout_s
@@ -85,6 +61,7 @@ class WebhookNotifier:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.on_outcome = on_outcome or (lambda outcome: None)
+        self.wall = wall
         self.queue: asyncio.Queue[OutageEvent] = asyncio.Queue(QUEUE_MAX)
         self.attempts = 0
         self._announced: set[str] = set()
@@ -98,17 +75,45 @@ class WebhookNotifier:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.on_outcome("dropped")
-            log.error("alert queue full: outage %s v%d not sent to the webhook", event.outage_id, event.version)
+            log.error("alert queue full: outage %s v%d not sent to %s", event.outage_id, event.version,
+                      self.channel.name)
 
     async def run(self) -> None:
-        """Deliver queued events in order until cancelled."""
+        """Deliver queued events in order until cancelled; keep the firing ones firing if the channel asks."""
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as session:
-            while True:
-                event = await self.queue.get()
-                try:
-                    await self.deliver(session, event)
-                finally:
-                    self.queue.task_done()
+            refresher = None
+            if self.channel.refresh_s is not None:
+                refresher = asyncio.ensure_future(self._refresh_every(session, self.channel.refresh_s))
+            try:
+                while True:
+                    event = await self.queue.get()
+                    try:
+                        await self.deliver(session, event)
+                    finally:
+                        self.queue.task_done()
+            finally:
+                if refresher is not None:
+                    refresher.cancel()
+
+    async def _refresh_every(self, session: aiohttp.ClientSession, every_s: float) -> None:
+        """Send the firing alerts again (those of the ledger: a restart keeps them), first at start."""
+        while True:
+            await self.refresh(session)
+            await asyncio.sleep(every_s)
+
+    async def refresh(self, session: aiohttp.ClientSession) -> str:
+        """One re-send of every firing alert; its outcome (``refreshed``, ``failed`` or ``none``)."""
+        firing = self.ledger.firing()
+        if not firing:
+            return "none"
+        try:
+            await self._post(session, self.channel.refresh(firing, self.wall()), {"Content-Type": "application/json"})
+        except (RetryableDelivery, RefusedDelivery) as exc:
+            log.warning("%s: firing alerts not sent again: %s", self.channel.name, redact(str(exc)))
+            self.on_outcome("failed")
+            return "failed"
+        self.on_outcome("refreshed")
+        return "refreshed"
 
     def _wanted(self, event: OutageEvent) -> bool:
         if self.ledger.delivered(event.outage_id, event.version):
@@ -125,7 +130,7 @@ class WebhookNotifier:
             return outcome
         if event.state in (OutageState.OPEN, OutageState.DEGRADED):
             self._announced.add(event.outage_id)
-        body = orjson.dumps(slack_payload(event))
+        body = self.channel.body(event, self.ledger.announced_events(event.outage_id), self.wall())
         headers = {"Content-Type": "application/json",
                    "Idempotency-Key": f"{event.outage_id}:{event.version}"}
         try:
@@ -139,22 +144,23 @@ class WebhookNotifier:
                     await self._post(session, body, headers)
         except (RetryableDelivery, RefusedDelivery) as exc:
             self.on_outcome("failed")
-            log.error("webhook did not take outage %s v%d: %s", event.outage_id, event.version, redact(str(exc)))
+            log.error("%s did not take outage %s v%d: %s", self.channel.name, event.outage_id, event.version,
+                      redact(str(exc)))
             return "failed"
-        self.ledger.record(event.outage_id, event.version, event.state.value)
+        self.ledger.record(event.outage_id, event.version, event.state.value, event)
         self.on_outcome("delivered")
         return "delivered"
 
     async def _post(self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str]) -> None:
         self.attempts += 1
         try:
-            async with session.post(self.url, data=body, headers=headers) as response:
+            async with session.post(self.channel.url, data=body, headers=headers) as response:
                 status = response.status
                 detail = (await response.text())[:200]
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise RetryableDelivery(f"{type(exc).__name__}: {redact(str(exc))}") from None
         if status in (408, 425, 429) or status >= 500:
-            log.warning("webhook answered %d, retrying: %s", status, detail)
+            log.warning("%s answered %d, retrying: %s", self.channel.name, status, detail)
             raise RetryableDelivery(f"HTTP {status}: {detail}")
         if status >= 400:
             raise RefusedDelivery(f"HTTP {status}: {detail}")

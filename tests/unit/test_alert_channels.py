@@ -1,0 +1,118 @@
+"""What each on-call channel is sent: PagerDuty's Events API v2 and Alertmanager's API v2, through the same
+notifier (queue, retries, ledger) as the chat webhook, against a loopback HTTP server that records requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from schemas.records import OutageState
+from streams.alerts import AlertmanagerApi, AlertNotifier, DeliveryLedger, PagerDutyEvents
+from streams.alerts.channels import ALERT_NAME
+from tests.unit.test_alerts import outage
+
+NOW = 1_700_010_000.0
+
+
+class Receiver:
+    """Accepts every POST (202, as PagerDuty answers) and keeps the decoded bodies."""
+
+    def __init__(self) -> None:
+        self.bodies: list[Any] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(orjson.loads(await request.read()))
+        return web.Response(status=202, text='{"status":"success"}')
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    got = Receiver()
+    app = web.Application()
+    app.router.add_post("/v2/enqueue", got.handle)
+    app.router.add_post("/api/v2/alerts", got.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield got, str(server.make_url("/"))
+    finally:
+        await server.close()
+
+
+def _notifier(channel: Any, ledger: Path) -> AlertNotifier:
+    return AlertNotifier(channel, DeliveryLedger(ledger), backoff_s=0.01, max_backoff_s=0.05, wall=lambda: NOW)
+
+
+async def test_pagerduty_triggers_once_per_outage_and_resolves_it(receiver: Any, tmp_path: Path) -> None:
+    got, base = receiver
+    n = _notifier(PagerDutyEvents("R0UTINGKEY", base + "v2/enqueue"), tmp_path / "pd.jsonl")
+    async with aiohttp.ClientSession() as session:
+        for version, state in ((1, OutageState.OPEN), (2, OutageState.DEGRADED), (3, OutageState.RESOLVED)):
+            assert await n.deliver(session, outage(version, state)) == "delivered"
+    trigger, degraded, resolve = got.bodies
+    assert {trigger["event_action"], degraded["event_action"], resolve["event_action"]} == {"trigger", "resolve"}
+    assert trigger["dedup_key"] == degraded["dedup_key"] == resolve["dedup_key"] == "abc123", "one incident"
+    assert trigger["routing_key"] == resolve["routing_key"] == "R0UTINGKEY"
+    assert resolve == {"routing_key": "R0UTINGKEY", "event_action": "resolve", "dedup_key": "abc123"}
+    payload = trigger["payload"]
+    assert (payload["severity"], degraded["payload"]["severity"]) == ("critical", "warning")
+    assert payload["summary"].startswith("OPEN okx (ethereum): no withdrawal since")
+    assert payload["source"] == "haltwatch:okx" and payload["component"] == "okx" and payload["group"] == "ethereum"
+    assert payload["custom_details"]["outage_id"] == "abc123" and payload["custom_details"]["state"] == "open"
+    datetime.fromisoformat(payload["timestamp"])  # ISO 8601, as the API requires
+
+
+async def test_alertmanager_gets_one_alert_per_incident_state_ended_by_the_next(receiver: Any, tmp_path: Path) -> None:
+    got, base = receiver
+    ledger = tmp_path / "am.jsonl"
+    n = _notifier(AlertmanagerApi(base), ledger)
+    async with aiohttp.ClientSession() as session:
+        assert await n.deliver(session, outage(1, OutageState.OPEN)) == "delivered"
+        assert await n.deliver(session, outage(2, OutageState.DEGRADED)) == "delivered"
+        assert await n.deliver(session, outage(3, OutageState.RESOLVED)) == "delivered"
+    opened, degraded, resolved = got.bodies
+    (firing,) = opened
+    assert firing["labels"] == {"alertname": ALERT_NAME, "exchange": "okx", "chains": "ethereum", "state": "open",
+                                "outage_id": "abc123", "severity": "critical"}
+    assert datetime.fromisoformat(firing["endsAt"]).timestamp() == NOW + 86_400, "firing for a day unless re-sent"
+    assert datetime.fromisoformat(firing["startsAt"]).timestamp() == 1_700_000_000
+    ended, now_degraded = degraded
+    assert ended["labels"] == firing["labels"] and datetime.fromisoformat(ended["endsAt"]).timestamp() == NOW
+    assert now_degraded["labels"]["state"] == "degraded"
+    assert {a["labels"]["state"] for a in resolved} == {"open", "degraded"}
+    assert all(datetime.fromisoformat(a["endsAt"]).timestamp() == NOW for a in resolved), "everything ends"
+
+
+async def test_firing_alerts_are_sent_again_from_the_ledger_after_a_restart(receiver: Any, tmp_path: Path) -> None:
+    got, base = receiver
+    ledger = tmp_path / "am.jsonl"
+    async with aiohttp.ClientSession() as session:
+        first = _notifier(AlertmanagerApi(base), ledger)
+        await first.deliver(session, outage(1, OutageState.OPEN))
+        await first.deliver(session, outage(1, OutageState.OPEN, oid="other"))
+        await first.deliver(session, outage(2, OutageState.RESOLVED, oid="other"))
+        restarted = _notifier(AlertmanagerApi(base), ledger)  # a new process: only the file remembers
+        assert await restarted.refresh(session) == "refreshed"
+        (again,) = got.bodies[-1]
+        assert again["labels"]["outage_id"] == "abc123" and again["labels"]["state"] == "open"
+        assert await restarted.deliver(session, outage(1, OutageState.OPEN)) == "duplicate", "never twice"
+        assert await restarted.deliver(session, outage(2, OutageState.RESOLVED)) == "delivered"
+        assert await restarted.refresh(session) == "none", "nothing firing any more"
+    assert DeliveryLedger(ledger).firing() == []
+    assert [e.state for e in DeliveryLedger(ledger).announced_events("abc123")] == [OutageState.OPEN]
+
+
+def test_a_firing_alert_starts_no_later_than_it_is_sent() -> None:
+    """Alertmanager refuses startsAt after endsAt: a block time a little ahead of this clock is clamped."""
+    ahead = replace(outage(1, OutageState.OPEN), started_at=int(NOW) + 30)
+    (alert,) = orjson.loads(AlertmanagerApi("http://am").refresh([ahead], NOW))
+    assert datetime.fromisoformat(alert["startsAt"]).timestamp() == NOW
