@@ -31,6 +31,7 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from connectors.block_layout import TransferLayout, block_records
+from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, create_missing
 from schemas.codec import encode
 from schemas.records import ChainHead, DeadLetter, FeedHeartbeat, LabelSuggestion, Record, TransferEvent
@@ -49,13 +50,15 @@ def ensure_topics(
     partitions: int,
     timeout_s: float = 30.0,
     replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create the topics a connector writes if missing (how: ``haltwatch/kafka_topics.py``); a Kafka that cannot
     be reached within ``timeout_s`` is a :class:`PublishError`, since the connector cannot run without it."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="haltwatch-admin")
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="haltwatch-admin",
+                                     **security.client_options())
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:
@@ -77,8 +80,10 @@ class BlockPublisher:
         topics: Topics,
         send_timeout_s: float = 60.0,
         layout: TransferLayout = TransferLayout.BLOCK,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.topics = topics
         self.layout = layout
         self.send_timeout_s = send_timeout_s
@@ -99,6 +104,7 @@ class BlockPublisher:
                 request_timeout_ms=min(30_000, int(self.send_timeout_s * 1000) - 1000),
                 max_block_ms=int(self.send_timeout_s * 1000),
                 client_id="haltwatch-connector",
+                **self.security.client_options(),
             )
         except KafkaError as exc:
             raise PublishError(f"cannot create a Kafka producer for {self.bootstrap}: {exc}") from exc

@@ -24,6 +24,7 @@ from connectors.label_watch import LabelSource
 from connectors.labels import LabelError, describe
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher, ensure_topics
+from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from schemas.topics import Topics
 
@@ -68,12 +69,13 @@ def run_process(chain: str, kafka: str, topics: Topics, partitions: int, metrics
                 checkpoint: CheckpointFile, main: Callable[[BlockPublisher, ConnectorMetrics], Coroutine[Any, Any, T]],
                 config_errors: tuple[type[Exception], ...] = (WrongNetwork,),
                 replication_factor: int = DEFAULT_REPLICATION_FACTOR,
-                layout: TransferLayout = TransferLayout.BLOCK) -> T | int:
+                layout: TransferLayout = TransferLayout.BLOCK,
+                security: KafkaSecurity = PLAINTEXT) -> T | int:
     """Topics, a producer and the metrics endpoint, then ``main`` until it returns. A configuration error found
     on the way (wrong network) is logged and becomes :data:`EXIT_CONFIG`; a checkpoint that cannot be read or
     written, at start-up or still failing when stopped, becomes :data:`EXIT_CHECKPOINT`."""
-    ensure_topics(kafka, topics, partitions, replication_factor=replication_factor)
-    publisher = BlockPublisher(kafka, topics, layout=layout)
+    ensure_topics(kafka, topics, partitions, replication_factor=replication_factor, security=security)
+    publisher = BlockPublisher(kafka, topics, layout=layout, security=security)
     metrics = ConnectorMetrics(chain)
     metrics.serve(metrics_port)
     try:
@@ -101,7 +103,7 @@ def on_signals(stop: Callable[[], None], reload: Callable[[], None] | None = Non
 def run_feed(feed_class: type[FeedLoop[S]], config: S, label_paths: Sequence[Path], checkpoint: Path, kafka: str,
              topics: Topics, partitions: int, metrics_port: int,
              replication_factor: int = DEFAULT_REPLICATION_FACTOR,
-             layout: TransferLayout = TransferLayout.BLOCK) -> int:
+             layout: TransferLayout = TransferLayout.BLOCK, security: KafkaSecurity = PLAINTEXT) -> int:
     """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
     source = load_labels(config, label_paths)
 
@@ -114,7 +116,7 @@ def run_feed(feed_class: type[FeedLoop[S]], config: S, label_paths: Sequence[Pat
         return 0
 
     return run_process(config.chain, kafka, topics, partitions, metrics_port, checkpoint_file, main,
-                       replication_factor=replication_factor, layout=layout)
+                       replication_factor=replication_factor, layout=layout, security=security)
 
 
 @dataclass(frozen=True, slots=True)

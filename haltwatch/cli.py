@@ -19,6 +19,8 @@ import typer
 
 from connectors.block_layout import LAYOUT_ENV, TransferLayout
 from haltwatch import follow, operator_cli, secrets
+from haltwatch.kafka_options import check_access, with_kafka_security
+from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from haltwatch.secrets import redact
 from haltwatch.setting_types import FiniteNumber, HostPorts, UrlOf
@@ -91,6 +93,7 @@ def _logging(verbose: bool) -> None:
 
 
 @app.command()
+@with_kafka_security
 def connect(
     chain: Annotated[str, typer.Option(envvar="HALTWATCH_CHAIN", help="Chain name used in events, e.g. ethereum.")],
     labels: Annotated[
@@ -185,6 +188,7 @@ def connect(
     partitions: PartitionsOpt = 8,
     replication_factor: ReplicationOpt = DEFAULT_REPLICATION_FACTOR,
     verbose: VerboseOpt = False,
+    kafka_security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Follow a chain (EVM, Solana, Bitcoin or Tron) and publish labelled transfers and chain heads to Kafka
     (SIGHUP reloads labels)."""
@@ -195,6 +199,7 @@ def connect(
     from connectors.run_feed import FeedOptions, feed_for, run_feed
 
     _logging(verbose)
+    check_access(kafka, kafka_security)
     try:
         chosen = parse_family(family) if family else family_of(chain)
     except ValueError as exc:
@@ -207,7 +212,7 @@ def connect(
         try:
             feed_class, feed_config = feed_for(chosen, options)
             code = run_feed(feed_class, feed_config, labels, checkpoint, kafka, Topics(prefix), partitions,
-                            metrics_port, replication_factor, transfer_records)
+                            metrics_port, replication_factor, transfer_records, kafka_security)
         except LabelError as exc:
             raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
         except ValueError as exc:
@@ -227,7 +232,7 @@ def connect(
             rotation_min_recipients=rotation_min_recipients,
         )
         code = run_connector(config, labels, checkpoint, kafka, Topics(prefix), partitions, metrics_port,
-                             replication_factor, transfer_records)
+                             replication_factor, transfer_records, kafka_security)
     except LabelError as exc:
         raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
     except ValueError as exc:
@@ -236,6 +241,7 @@ def connect(
 
 
 @app.command()
+@with_kafka_security
 def backfill(
     chain: Annotated[str, typer.Option(envvar="HALTWATCH_CHAIN", help="Chain name used in events, e.g. ethereum.")],
     ws_url: Annotated[
@@ -261,6 +267,7 @@ def backfill(
     partitions: PartitionsOpt = 8,
     replication_factor: ReplicationOpt = DEFAULT_REPLICATION_FACTOR,
     verbose: VerboseOpt = False,
+    kafka_security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Publish past blocks like the live connector (events and heads), to pre-warm detection; resumable."""
     from connectors.evm.config import EvmChainConfig
@@ -268,11 +275,12 @@ def backfill(
     from connectors.labels import LabelError
 
     _logging(verbose)
+    check_access(kafka, kafka_security)
     resume = checkpoint or Path(f".haltwatch/backfill-{chain}-{from_block}-{to_block}.json")
     try:
         config = EvmChainConfig(chain, split_urls(ws_url), chain_id=chain_id, tokens=parse_tokens(token or []))
         result = run_backfill(config, labels, resume, kafka, Topics(prefix), partitions, from_block, to_block,
-                              metrics_port, progress, replication_factor, transfer_records)
+                              metrics_port, progress, replication_factor, transfer_records, kafka_security)
     except LabelError as exc:
         raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
     except ValueError as exc:
@@ -293,6 +301,7 @@ def backfill(
 
 
 @app.command()
+@with_kafka_security
 def worker(
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
@@ -360,6 +369,7 @@ def worker(
                             "(6 s by default) is the floor.")
     ] = DEFAULT_SESSION_TIMEOUT_S,
     verbose: VerboseOpt = False,
+    kafka_security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Run a Faust worker: detection, correlation, chain monitoring, outage events and the ClickHouse sink."""
     from faust.worker import Worker
@@ -381,9 +391,11 @@ def worker(
                                  "suspected, open, degraded, resolved", param_hint="--alert-states")
     operator = OperatorSettings(alert_webhook_url=alert_webhook, pagerduty_routing_key=pagerduty_routing_key,
                                 pagerduty_url=pagerduty_url, alertmanager_url=alertmanager_url, alert_states=states)
+    check_access(kafka, kafka_security)
 
     settings = WorkerSettings(
         kafka_bootstrap=kafka,
+        kafka_security=kafka_security,
         topics=Topics(prefix),
         partitions=partitions,
         replication_factor=replication_factor,

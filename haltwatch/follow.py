@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
+from haltwatch.kafka_options import check_access, with_kafka_security
+from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from haltwatch.secrets import redact
 from haltwatch.setting_types import HostPorts
 from schemas.codec import SchemaError, decode
@@ -52,14 +54,15 @@ class FollowError(RuntimeError):
     """Kafka cannot be followed: unreachable, or the topic does not exist. The message is the one line shown."""
 
 
-def _consumer(kafka: str, topic: str, from_beginning: bool) -> Any:
+def _consumer(kafka: str, topic: str, from_beginning: bool, security: KafkaSecurity = PLAINTEXT) -> Any:
     """A group-less consumer holding every partition of ``topic`` at its start or end."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
     try:
         consumer = KafkaConsumer(bootstrap_servers=kafka, group_id=None, enable_auto_commit=False,
-                                 client_id="haltwatch-follow", bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+                                 client_id="haltwatch-follow", bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                                 **security.client_options())
         partitions = consumer.partitions_for_topic(topic)
     except KafkaError as exc:
         raise FollowError(f"cannot reach Kafka at {kafka}: {exc}") from None
@@ -98,6 +101,7 @@ def follow_topic(consumer: Any, keep: Callable[[Any], bool], as_json: bool, stop
     return printed
 
 
+@with_kafka_security
 def follow(
     kafka: Annotated[str, typer.Option(envvar="HALTWATCH_KAFKA_BOOTSTRAP", parser=HostPorts(),
                                        help="Kafka bootstrap servers.")] = "127.0.0.1:9092",
@@ -108,11 +112,13 @@ def follow(
     ] = None,
     from_beginning: Annotated[bool, typer.Option(help="Start at the oldest record kept, not at the end.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Each record as on the topic, one JSON per line.")] = False,
+    kafka_security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Print the outage topic live: every outage state change and correlated incident, as it is published."""
     topic = Topics(prefix).outages
+    check_access(kafka, kafka_security)
     try:
-        consumer = _consumer(kafka, topic, from_beginning)
+        consumer = _consumer(kafka, topic, from_beginning, kafka_security)
     except FollowError as exc:
         typer.echo(f"error: {redact(str(exc))}", err=True)
         raise typer.Exit(1) from None

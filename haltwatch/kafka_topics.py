@@ -31,6 +31,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
+
 log = logging.getLogger(__name__)
 DEFAULT_REPLICATION_FACTOR = 1
 """One copy of each partition: what a single broker (the local infra, the demo, the tests) can hold."""
@@ -77,13 +79,14 @@ def declare_topics(
     specs: list[TopicSpec],
     timeout_s: float = 60.0,
     replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> bool:
     """Create the missing topics and wait until the broker lists all of them; False if Kafka did not let us
     within ``timeout_s`` (the worker then starts anyway, and Faust's own retries take over)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if _create_and_check(bootstrap, specs, replication_factor):
+            if _create_and_check(bootstrap, specs, replication_factor, security):
                 return True
         except KafkaError as exc:
             if time.monotonic() > deadline:
@@ -95,8 +98,10 @@ def declare_topics(
         time.sleep(0.2)
 
 
-def _create_and_check(bootstrap: str, specs: list[TopicSpec], replication_factor: int) -> bool:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="haltwatch-worker-topics")
+def _create_and_check(bootstrap: str, specs: list[TopicSpec], replication_factor: int,
+                      security: KafkaSecurity) -> bool:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="haltwatch-worker-topics",
+                             **security.client_options())
     try:
         return {spec.name for spec in specs} <= create_missing(admin, specs, replication_factor)
     finally:

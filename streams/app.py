@@ -48,6 +48,7 @@ from faust.serializers import codecs
 from faust.types import EventT
 from faust.web import Request, Response, View
 
+from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, declare_topics
 from schemas.codec import SchemaError, decode, encode
 from schemas.records import (
@@ -186,6 +187,8 @@ class DetectBatch:
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security: KafkaSecurity = PLAINTEXT
+    """TLS and SASL of every Kafka connection the worker makes (Faust's and the topic declaration's)."""
     topics: Topics = field(default_factory=Topics)
     partitions: int = 8
     replication_factor: int = DEFAULT_REPLICATION_FACTOR
@@ -223,11 +226,13 @@ class WorkerApp(faust.App):
 
     topic_specs: list[TopicSpec]
     bootstrap: str
+    security: KafkaSecurity = PLAINTEXT
     replication_factor: int
     recovery_guard: RecoveryGuard | None = None
 
     async def on_first_start(self) -> None:
-        declare = functools.partial(declare_topics, replication_factor=self.replication_factor)
+        declare = functools.partial(declare_topics, replication_factor=self.replication_factor,
+                                    security=self.security)
         await asyncio.get_running_loop().run_in_executor(None, declare, self.bootstrap, self.topic_specs)
         if self.recovery_guard is not None:
             # started here, not as an ``app.timer``: Faust starts timers only once the first recovery is done
@@ -236,7 +241,8 @@ class WorkerApp(faust.App):
         await super().on_first_start()
 
 
-def consuming_options(kafka_bootstrap: str, partitions: int) -> dict[str, Any]:
+def consuming_options(kafka_bootstrap: str, partitions: int,
+                      security: KafkaSecurity = PLAINTEXT) -> dict[str, Any]:
     """The Faust app settings that decide how the worker consumes its topics: broker, store, partitions,
     raw key and value serializers, where a new consumer group starts.
 
@@ -245,6 +251,7 @@ def consuming_options(kafka_bootstrap: str, partitions: int) -> dict[str, Any]:
     consuming. The batch sizes are :class:`WorkerSettings`' ``detect_batch`` and ``detect_within_s``."""
     return {
         "broker": f"kafka://{kafka_bootstrap}",
+        "broker_credentials": security.faust_credentials(),
         "store": "memory://",
         "topic_partitions": partitions,
         "key_serializer": "raw",
@@ -258,7 +265,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     """Build the Faust app; nothing connects until a worker starts it."""
     app = WorkerApp(
         settings.app_id,
-        **consuming_options(settings.kafka_bootstrap, settings.partitions),
+        **consuming_options(settings.kafka_bootstrap, settings.partitions, settings.kafka_security),
         topic_replication_factor=settings.replication_factor,
         web_host=settings.web_host,
         web_port=settings.web_port,
@@ -300,6 +307,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         return app.timer(interval=interval) if runs else (lambda fn: fn)
 
     app.bootstrap = settings.kafka_bootstrap
+    app.security = settings.kafka_security
     app.replication_factor = settings.replication_factor
     app.topic_specs = [
         *(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,23 @@ def clickhouse_server(state_dir: Path) -> Iterator[str]:
         yield f"clickhouse://default@127.0.0.1:{CLICKHOUSE_ENV['CLICKHOUSE_TCP_PORT']}/haltwatch"
     finally:
         infra("clickhouse", "stop", env)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(state_dir: Path) -> Iterator[dict[str, str]]:
+    """A Kafka with a SASL_SSL listener (SCRAM users made at format time, a CA of its own) beside PLAINTEXT."""
+    env = {"KAFKA_PORT": str(ports.SECURE_KAFKA_PORT), "KAFKA_CONTROLLER_PORT": str(ports.SECURE_KAFKA_PORT + 1),
+           "KAFKA_SASL_SSL_PORT": str(ports.SECURE_KAFKA_PORT + 2), "KAFKA_PARTITIONS": "4",
+           "KAFKA_DATA_DIR": str(state_dir / "secure-kafka"), "KAFKA_SCRAM_USER": "haltwatch",
+           "KAFKA_SCRAM_PASSWORD": "s3cret-scram"}
+    infra("kafka", "start", env)
+    ca = subprocess.run(["bash", "infra/kafka.sh", "ca-file"], env={**os.environ, **env}, capture_output=True,
+                        text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    try:
+        yield {"plain": f"127.0.0.1:{ports.SECURE_KAFKA_PORT}", "sasl_ssl": f"127.0.0.1:{ports.SECURE_KAFKA_PORT + 2}",
+               "ca": ca, "user": "haltwatch", "password": "s3cret-scram"}
+    finally:
+        infra("kafka", "stop", env)
 
 
 @pytest.fixture(scope="session")

@@ -35,3 +35,5 @@ CLICKHOUSE_HTTP_PORT = BASE - 877
 FAULT_KAFKA_PORT = BASE + 192
 FAULT_CLICKHOUSE_PORT = BASE + 100
 ALERTMANAGER_PORT = BASE + 293
+SECURE_KAFKA_PORT = BASE + 392
+"""A Kafka of its own for the SASL_SSL tests (its controller on + 393, its SASL_SSL listener on + 394)."""

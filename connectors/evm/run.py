@@ -17,6 +17,7 @@ from connectors.feed_loop import WrongNetwork
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher
 from connectors.run_feed import load_labels, on_signals, run_feed, run_process
+from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from schemas.topics import Topics
 
@@ -38,17 +39,18 @@ def split_urls(urls: Sequence[str]) -> tuple[str, ...]:
 def run_connector(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint: Path, kafka: str,
                   topics: Topics, partitions: int, metrics_port: int,
                   replication_factor: int = DEFAULT_REPLICATION_FACTOR,
-                  layout: TransferLayout = TransferLayout.BLOCK) -> int:
+                  layout: TransferLayout = TransferLayout.BLOCK, security: KafkaSecurity = PLAINTEXT) -> int:
     """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
     return run_feed(EvmConnector, config, label_paths, checkpoint, kafka, topics, partitions, metrics_port,
-                    replication_factor, layout)
+                    replication_factor, layout, security)
 
 
 def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint: Path, kafka: str, topics: Topics,
                  partitions: int, from_block: int, to_block: int, metrics_port: int = 0,
                  progress: bool = True,
                  replication_factor: int = DEFAULT_REPLICATION_FACTOR,
-                 layout: TransferLayout = TransferLayout.BLOCK) -> BackfillResult | int:
+                 layout: TransferLayout = TransferLayout.BLOCK,
+                 security: KafkaSecurity = PLAINTEXT) -> BackfillResult | int:
     """Publish ``from_block..to_block``; returns the result, or an exit code on a configuration error."""
     source = load_labels(config, label_paths)
     checkpoint_file = CheckpointFile(checkpoint)
@@ -60,4 +62,4 @@ def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint
         return await backfill.run()
 
     return run_process(config.chain, kafka, topics, partitions, metrics_port, checkpoint_file, main,
-                       (WrongNetwork, ValueError), replication_factor, layout)
+                       (WrongNetwork, ValueError), replication_factor, layout, security)

@@ -72,7 +72,7 @@ def test_the_layout_is_a_connector_option_and_a_typo_is_refused(monkeypatch):
     from haltwatch.cli import app
 
     chosen: list[TransferLayout] = []
-    monkeypatch.setattr(evm_run, "run_feed", lambda *args: chosen.append(args[-1]) or 0)
+    monkeypatch.setattr(evm_run, "run_feed", lambda *args: chosen.append(args[-2]) or 0)  # (..., layout, security)
     command = ["connect", "--chain", "ethereum", "--ws-url", "ws://127.0.0.1:1", "--labels", "labels"]
     runner = CliRunner()
     assert runner.invoke(app, command, env={LAYOUT_ENV: None}).exit_code == 0
@@ -81,5 +81,5 @@ def test_the_layout_is_a_connector_option_and_a_typo_is_refused(monkeypatch):
     assert chosen == [TransferLayout.BLOCK, TransferLayout.EVENT, TransferLayout.BLOCK]
     refused = runner.invoke(app, command, env={LAYOUT_ENV: "blocks"})
     assert refused.exit_code == 2 and chosen == [TransferLayout.BLOCK, TransferLayout.EVENT, TransferLayout.BLOCK]
-    said = " ".join(refused.output.replace("│", " ").split())  # the message comes in a wrapped box
+    said = " ".join(refused.output.split())
     assert "HALTWATCH_TRANSFER_RECORDS" in said and "'blocks' is not one of 'block', 'event'" in said, said

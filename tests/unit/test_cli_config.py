@@ -205,3 +205,28 @@ def test_the_detection_policy_refuses_a_budget_that_is_not_a_finite_positive_num
             DetectionPolicy(false_alarms_per_exchange=bad)
         with pytest.raises(ValueError, match="must be a finite number above 0"):
             DetectionPolicy(budget_days=bad)
+
+
+@pytest.mark.parametrize("command", ["connect", "backfill", "worker", "follow"])
+def test_commands_with_kafka_security_options_still_read_their_environment(command: str) -> None:
+    """The security options are added by a decorator: the command's own options keep their variables."""
+    required = {"connect": ["--chain", "ethereum", "--labels", "."],
+                "backfill": ["--chain", "ethereum", "--ws-url", "ws://node", "--labels", ".", "--from-block", "1",
+                             "--to-block", "2"]}.get(command, [])
+    result = runner.invoke(app, [command, *required], env={"HALTWATCH_KAFKA_BOOTSTRAP": "no-port-here"})
+    assert result.exit_code == 2
+    assert "Invalid value for '--kafka' (env var: 'HALTWATCH_KAFKA_BOOTSTRAP')" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--kafka-security-protocol", "TLS"], "expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL, got 'TLS'"),
+    (["--kafka-security-protocol", "SASL_SSL"], "SASL_SSL needs one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+    (["--kafka-security-protocol", "SASL_SSL", "--kafka-sasl-mechanism", "scram-sha-512"],
+     "SASL_SSL needs both --kafka-sasl-username and --kafka-sasl-password"),
+    (["--kafka-sasl-username", "u", "--kafka-sasl-password", "p"], "--kafka-security-protocol is PLAINTEXT"),
+    (["--kafka-security-protocol", "SSL", "--kafka-ssl-cafile", "/no/such/ca.pem"],
+     "--kafka-ssl-cafile: /no/such/ca.pem is not a readable file"),
+])
+def test_contradictory_kafka_security_is_a_usage_error_naming_the_flags(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["follow", *args])
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
