@@ -73,8 +73,9 @@ ReplicationOpt = Annotated[
 ]
 ClickHouseOpt = Annotated[
     str | None,
-    typer.Option(envvar="HALTWATCH_CLICKHOUSE_URL", parser=UrlOf("clickhouse"),
-                 help="clickhouse://user:pass@host:9000/db; unset = embedded chdb."),
+    typer.Option(envvar="HALTWATCH_CLICKHOUSE_URL", parser=UrlOf("clickhouse", "clickhouses"),
+                 help="clickhouse://user:pass@host:9000/db, or clickhouses://...:9440/db?ca_certs=ca.pem for TLS; "
+                      "unset = embedded chdb."),
 ]
 ChdbOpt = Annotated[Path, typer.Option(envvar="HALTWATCH_CHDB_PATH", help="Data folder of the embedded chdb store.")]
 TransferRecordsOpt = Annotated[
@@ -392,6 +393,13 @@ def worker(
     operator = OperatorSettings(alert_webhook_url=alert_webhook, pagerduty_routing_key=pagerduty_routing_key,
                                 pagerduty_url=pagerduty_url, alertmanager_url=alertmanager_url, alert_states=states)
     check_access(kafka, kafka_security)
+    if clickhouse_url:
+        from streams.store.backend import refused_store_access
+
+        refusal = refused_store_access(clickhouse_url)
+        if refusal is not None:  # a wrong password or certificate: not a reason to retry (an unreachable server is)
+            typer.echo(f"error: {redact(refusal)}", err=True)
+            raise typer.Exit(2)
 
     settings = WorkerSettings(
         kafka_bootstrap=kafka,

@@ -95,34 +95,13 @@ cmd_install() {
     hw_log "installed Kafka $KAFKA_VERSION ($(find "$LIBS" -name '*.jar' | wc -l) jars, $(du -sh "$LIBS" | cut -f1)) in $(hw_since "$t0")s"
 }
 
-# A CA of the instance's own and a certificate for 127.0.0.1/localhost signed by it, made once (openssl);
-# the broker reads its key and chain from one PEM file (PKCS#8 key, no keystore tool needed).
-make_tls() {
-    [ -s "$TLS_DIR/broker-keystore.pem" ] && [ -s "$TLS_DIR/ca.pem" ] && return 0
-    hw_need_cmd openssl openssl
-    mkdir -p "$TLS_DIR"
-    local log="$HW_LOGS/$NAME-tls.log"
-    {
-        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=haltwatch test CA $KAFKA_PORT" \
-            -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" &&
-            openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$TLS_DIR/broker.key" \
-                -out "$TLS_DIR/broker.csr" &&
-            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$TLS_DIR/san.ext" &&
-            openssl x509 -req -in "$TLS_DIR/broker.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
-                -CAcreateserial -days 3650 -extfile "$TLS_DIR/san.ext" -out "$TLS_DIR/broker.pem" &&
-            openssl pkcs8 -topk8 -nocrypt -in "$TLS_DIR/broker.key" -out "$TLS_DIR/broker.pk8"
-    } >"$log" 2>&1 || { hw_tail "$log"; hw_die "openssl could not make the listener's certificate"; }
-    cat "$TLS_DIR/broker.pk8" "$TLS_DIR/broker.pem" "$TLS_DIR/ca.pem" >"$TLS_DIR/broker-keystore.pem"
-    hw_log "made a CA and a broker certificate in $TLS_DIR"
-}
-
 write_config() {
     mkdir -p "$CONF_DIR" "$KAFKA_DATA_DIR"
     local listeners="PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT"
     local advertised="PLAINTEXT://127.0.0.1:$KAFKA_PORT"
     local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
     if [ -n "$KAFKA_SASL_SSL_PORT" ]; then
-        make_tls
+        hw_make_tls "$TLS_DIR" "Kafka $KAFKA_PORT"
         listeners="$listeners,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT"
         advertised="$advertised,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT"
         protocols="$protocols,SASL_SSL:SASL_SSL"
@@ -155,7 +134,7 @@ sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PEM
-listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/broker-keystore.pem
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/server-keystore.pem
 EOF
     fi
     if [ -n "$KAFKA_EXTRA_CONFIG" ]; then

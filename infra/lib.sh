@@ -259,3 +259,26 @@ hw_cmd_status() {
     echo "$name: not running"
     return 3
 }
+
+# hw_make_tls DIR LABEL: a CA of the instance's own (DIR/ca.pem, the file clients trust) and a certificate for
+# 127.0.0.1/localhost signed by it (DIR/server.pem, key DIR/server.key in PKCS#8, and both with the CA in
+# DIR/server-keystore.pem for servers that read one PEM file), made once with openssl.
+hw_make_tls() {
+    local dir="$1" label="$2" log
+    [ -s "$dir/server-keystore.pem" ] && [ -s "$dir/ca.pem" ] && return 0
+    hw_need_cmd openssl openssl
+    mkdir -p "$dir"
+    log="$HW_LOGS/tls-$(basename "$(dirname "$dir")").log"
+    {
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=haltwatch test CA ($label)" \
+            -keyout "$dir/ca.key" -out "$dir/ca.pem" &&
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$dir/server.rsa.key" \
+                -out "$dir/server.csr" &&
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$dir/san.ext" &&
+            openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+                -CAcreateserial -days 3650 -extfile "$dir/san.ext" -out "$dir/server.pem" &&
+            openssl pkcs8 -topk8 -nocrypt -in "$dir/server.rsa.key" -out "$dir/server.key"
+    } >"$log" 2>&1 || { hw_tail "$log"; hw_die "openssl could not make a certificate for $label"; }
+    cat "$dir/server.key" "$dir/server.pem" "$dir/ca.pem" >"$dir/server-keystore.pem"
+    hw_log "made a CA and a server certificate for $label in $dir"
+}

@@ -80,6 +80,24 @@ def secure_kafka(state_dir: Path) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def secure_clickhouse(state_dir: Path) -> Iterator[dict[str, str]]:
+    """A ClickHouse server with its native protocol also over TLS (a CA of its own) and a password user."""
+    env = {"CLICKHOUSE_TCP_PORT": str(ports.SECURE_CLICKHOUSE_PORT),
+           "CLICKHOUSE_HTTP_PORT": str(ports.SECURE_CLICKHOUSE_PORT + 1),
+           "CLICKHOUSE_TCP_SECURE_PORT": str(ports.SECURE_CLICKHOUSE_PORT + 2),
+           "CLICKHOUSE_STATE_DIR": str(state_dir / "secure-clickhouse"), "CLICKHOUSE_USER": "haltwatch",
+           "CLICKHOUSE_PASSWORD": "ch-s3cret"}
+    infra("clickhouse", "start", env)
+    ca = subprocess.run(["bash", "infra/clickhouse.sh", "ca-file"], env={**os.environ, **env}, capture_output=True,
+                        text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    try:
+        yield {"secure": f"127.0.0.1:{ports.SECURE_CLICKHOUSE_PORT + 2}", "ca": ca, "user": "haltwatch",
+               "password": "ch-s3cret"}
+    finally:
+        infra("clickhouse", "stop", env)
+
+
+@pytest.fixture(scope="session")
 def alertmanager(state_dir: Path) -> Iterator[str]:
     """A real Prometheus Alertmanager, built from its Go module by the project's script (cached)."""
     env = {"ALERTMANAGER_PORT": str(ports.ALERTMANAGER_PORT), "ALERTMANAGER_DATA_DIR": str(state_dir / "alertmanager")}

@@ -36,4 +36,6 @@ FAULT_KAFKA_PORT = BASE + 192
 FAULT_CLICKHOUSE_PORT = BASE + 100
 ALERTMANAGER_PORT = BASE + 293
 SECURE_KAFKA_PORT = BASE + 392
+SECURE_CLICKHOUSE_PORT = BASE + 600
+"""A ClickHouse of its own for the TLS tests (HTTP on + 601, the native protocol over TLS on + 602)."""
 """A Kafka of its own for the SASL_SSL tests (its controller on + 393, its SASL_SSL listener on + 394)."""

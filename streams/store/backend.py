@@ -12,6 +12,7 @@ so the sink can retry those and stop on the others.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -35,6 +36,8 @@ os.environ.setdefault(DATE_LUT_ENV, "2020-01-01:2040-12-31")
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]+\}")
 _CODE = re.compile(r"Code: (\d+)\.")
+TLS_OPTIONS = frozenset({"secure", "verify", "ca_certs", "certfile", "keyfile"})
+"""URL query parameters that configure the driver's TLS (the others are ClickHouse settings)."""
 TRANSIENT_CODES = frozenset(
     {
         159,  # TIMEOUT_EXCEEDED
@@ -78,10 +81,16 @@ def _error_code(exc: BaseException) -> int | None:
     return int(match.group(1)) if match else None
 
 
+TLS_REFUSALS = ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "certificate verify failed")
+"""An untrusted certificate, or TLS against a plain port: waiting will not fix either."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` means "try again later" rather than "this statement is wrong"."""
     if isinstance(exc, StoreError):
         return exc.retryable
+    if any(marker in str(exc) for marker in TLS_REFUSALS):
+        return False
     if isinstance(exc, EOFError | OSError | ConnectionError | TimeoutError):
         return True  # clickhouse-driver surfaces a dropped server as these (see PITFALLS)
     try:
@@ -205,25 +214,37 @@ class DriverBackend:
     A clickhouse-driver ``Client`` is one socket and not thread-safe, so the sink's writer thread and the
     web API's reader thread each get their own; a slow insert then never delays a status query. Query
     parameters of the URL are client or server settings, e.g. ``?insert_block_size=100000`` (rows per
-    block an insert is sent in; each block is stored on its own) or ``?max_execution_time=30``.
+    block an insert is sent in; each block is stored on its own) or ``?max_execution_time=30``, except the
+    TLS ones: ``clickhouses://`` (or ``?secure=true``) speaks TLS, on port 9440 unless the URL says another,
+    ``?ca_certs=/path/ca.pem`` names the CA to trust (default: the system's), ``?verify=false`` turns the
+    certificate check off, ``?certfile=`` and ``?keyfile=`` give a client certificate.
     """
 
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
-        if parsed.scheme not in ("clickhouse", "tcp"):
-            raise ValueError(f"ClickHouse URL must start with clickhouse:// (got scheme {parsed.scheme!r})")
+        if parsed.scheme not in ("clickhouse", "clickhouses", "tcp"):
+            raise ValueError(f"ClickHouse URL must start with clickhouse:// or clickhouses:// (got scheme "
+                             f"{parsed.scheme!r})")
         self.database = (parsed.path or "/haltwatch").lstrip("/") or "haltwatch"
         settings: dict[str, Any] = {}
+        tls: dict[str, Any] = {}
         for name, value in parse_qsl(parsed.query):
-            settings[name] = int(value) if value.isdigit() else value
+            if name in TLS_OPTIONS:
+                tls[name] = value.lower() in ("1", "true", "yes") if name in ("secure", "verify") else value
+            else:
+                settings[name] = int(value) if value.isdigit() else value
+        secure = parsed.scheme == "clickhouses" or bool(tls.pop("secure", False))
+        if tls and not secure:
+            raise ValueError(f"ClickHouse URL: {', '.join(sorted(tls))} need TLS: use clickhouses://")
         self._connect = {
             "host": parsed.hostname or "127.0.0.1",
-            "port": parsed.port or 9000,
+            "port": parsed.port or (9440 if secure else 9000),
             "user": unquote(parsed.username or "default"),
             "password": unquote(parsed.password or ""),
             "connect_timeout": 5,
             "send_receive_timeout": 60,
             "settings": settings,
+            **({"secure": True, "verify": tls.pop("verify", True), **tls} if secure else {}),
         }
         self._local = threading.local()
         self._clients: list[Any] = []
@@ -286,6 +307,26 @@ class DriverBackend:
                 client.disconnect()
             self._clients.clear()
         self._local = threading.local()
+
+
+def refused_store_access(url: str) -> str | None:
+    """Why the server at ``url`` refuses this user, password or TLS handshake, in one line; None when it
+    answers, or when it cannot be reached at all (the worker's retries handle a server not up yet)."""
+    backend = DriverBackend(url)
+    driver_log = logging.getLogger("clickhouse_driver")  # it logs each failed connect with a traceback
+    saved = driver_log.level
+    driver_log.setLevel(logging.CRITICAL)  # its child loggers inherit this level, not a ``disabled`` flag
+    try:
+        backend.server_version()
+        return None
+    except StoreError as exc:
+        if exc.retryable:
+            return None
+        said = " ".join(str(exc).split(" (in: ")[0].split("Stack trace:")[0].split())
+        return f"ClickHouse refused the connection: {said}"
+    finally:
+        driver_log.setLevel(saved)
+        backend.close()
 
 
 def open_backend(url: str | None, chdb_path: Path) -> ClickHouseBackend:
