@@ -74,6 +74,12 @@ def run_process(chain: str, kafka: str, topics: Topics, partitions: int, metrics
     """Topics, a producer and the metrics endpoint, then ``main`` until it returns. A configuration error found
     on the way (wrong network) is logged and becomes :data:`EXIT_CONFIG`; a checkpoint that cannot be read or
     written, at start-up or still failing when stopped, becomes :data:`EXIT_CHECKPOINT`."""
+    try:  # what waiting for Kafka cannot fix is said before it: a garbage or unwritable checkpoint
+        checkpoint.load()
+        checkpoint.check_writable()
+    except CheckpointError as exc:
+        log.error("%s", exc)
+        return EXIT_CHECKPOINT
     ensure_topics(kafka, topics, partitions, replication_factor=replication_factor, security=security)
     publisher = BlockPublisher(kafka, topics, layout=layout, security=security)
     metrics = ConnectorMetrics(chain)

@@ -276,6 +276,9 @@ def backfill(
     from connectors.labels import LabelError
 
     _logging(verbose)
+    if to_block < from_block:
+        raise typer.BadParameter(f"must be at least --from-block ({from_block}), got {to_block}",
+                                 param_hint="'--to-block'")
     check_access(kafka, kafka_security)
     resume = checkpoint or Path(f".haltwatch/backfill-{chain}-{from_block}-{to_block}.json")
     try:

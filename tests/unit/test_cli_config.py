@@ -160,7 +160,7 @@ def test_health_command_exit_codes(worker_api: tuple[str, dict[str, Any]]) -> No
     ([], {"HALTWATCH_BUDGET_DAYS": "nan"}, "--budget-days", "expected a finite number above 0, got 'nan'"),
     (["--kafka", "127.0.0.1:notaport"], {}, "--kafka", "expected host:port (port 1-65535)"),
     (["--clickhouse-url", "http://db:8123/x"], {}, "--clickhouse-url",
-     "expected a URL starting with clickhouse:// and naming a host, got 'http://db:8123/x'"),
+     "expected a URL starting with clickhouse:// or clickhouses:// and naming a host, got 'http://db:8123/x'"),
     (["--alert-webhook", "ftp://hooks/x"], {}, "--alert-webhook", "expected a URL starting with http:// or https://"),
 ])
 def test_a_bad_setting_stops_the_worker_before_it_connects_with_one_line(
@@ -230,3 +230,32 @@ def test_commands_with_kafka_security_options_still_read_their_environment(comma
 def test_contradictory_kafka_security_is_a_usage_error_naming_the_flags(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["follow", *args])
     assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_a_backwards_block_range_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["backfill", "--chain", "ethereum", "--ws-url", "ws://node", "--labels", ".",
+                                 "--from-block", "10", "--to-block", "5"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--to-block': must be at least --from-block (10), got 5" in result.stderr
+
+
+@pytest.mark.parametrize("problem", ["garbage", "under a file"])
+def test_a_checkpoint_that_cannot_work_stops_the_connector_before_kafka(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, problem: str
+) -> None:
+    import connectors.run_feed as run_feed
+
+    def no_kafka(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Kafka was contacted before the checkpoint was checked")
+
+    monkeypatch.setattr(run_feed, "ensure_topics", no_kafka)
+    if problem == "garbage":
+        checkpoint = tmp_path / "cp.json"
+        checkpoint.write_text("not json")
+    else:
+        (tmp_path / "file").write_text("x")
+        checkpoint = tmp_path / "file" / "cp.json"
+    labels = Path(__file__).resolve().parents[2] / "labels" / "ethereum.toml"
+    result = runner.invoke(app, ["connect", "--chain", "ethereum", "--ws-url", "ws://127.0.0.1:1", "--labels",
+                                 str(labels), "--checkpoint", str(checkpoint), "--kafka", "127.0.0.1:1"])
+    assert result.exit_code == 3, result.output
