@@ -38,6 +38,8 @@ from schemas.records import ChainHead, DeadLetter, FeedHeartbeat, LabelSuggestio
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
+BOOTSTRAP_TIMEOUT_MS = 5_000
+"""One attempt to reach Kafka; haltwatch logs a line per attempt and backs off between them."""
 
 
 class PublishError(RuntimeError):
@@ -55,15 +57,19 @@ def ensure_topics(
     """Create the topics a connector writes if missing (how: ``haltwatch/kafka_topics.py``); a Kafka that cannot
     be reached within ``timeout_s`` is a :class:`PublishError`, since the connector cannot run without it."""
     deadline = time.monotonic() + timeout_s
+    wait_s = 1.0
     while True:
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="haltwatch-admin",
-                                     **security.client_options())
+                                     bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS, **security.client_options())
             break
         except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise PublishError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
-            time.sleep(1)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PublishError(f"cannot reach Kafka at {bootstrap} within {timeout_s:.0f} s: {exc}") from None
+            wait_s = min(wait_s * 2, 8.0, left)
+            log.warning("Kafka at %s not reachable (%s); next try in %.0f s", bootstrap, exc, wait_s)
+            time.sleep(wait_s)
     wanted = [topics.transfers, topics.heads, topics.outages, topics.dead_letters]
     try:
         create_missing(admin, [TopicSpec(name, partitions) for name in wanted], replication_factor)

@@ -23,13 +23,15 @@ from connectors.feed_loop import FeedLoop, FeedSettings, WrongNetwork
 from connectors.label_watch import LabelSource
 from connectors.labels import LabelError, describe
 from connectors.metrics import ConnectorMetrics
-from connectors.publisher import BlockPublisher, ensure_topics
+from connectors.publisher import BlockPublisher, PublishError, ensure_topics
 from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 EXIT_CONFIG = 2
+EXIT_KAFKA = 1
+"""Kafka could not be reached at start-up (after the retries ``ensure_topics`` logs): a supervisor may retry."""
 S = TypeVar("S", bound=FeedSettings)
 T = TypeVar("T")
 
@@ -80,7 +82,11 @@ def run_process(chain: str, kafka: str, topics: Topics, partitions: int, metrics
     except CheckpointError as exc:
         log.error("%s", exc)
         return EXIT_CHECKPOINT
-    ensure_topics(kafka, topics, partitions, replication_factor=replication_factor, security=security)
+    try:
+        ensure_topics(kafka, topics, partitions, replication_factor=replication_factor, security=security)
+    except PublishError as exc:
+        log.error("%s", exc)
+        return EXIT_KAFKA
     publisher = BlockPublisher(kafka, topics, layout=layout, security=security)
     metrics = ConnectorMetrics(chain)
     metrics.serve(metrics_port)

@@ -20,7 +20,7 @@ import typer
 from connectors.block_layout import LAYOUT_ENV, TransferLayout
 from haltwatch import follow, operator_cli, secrets
 from haltwatch.kafka_options import check_access, with_kafka_security
-from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
+from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity, quiet_client_libraries
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from haltwatch.secrets import redact
 from haltwatch.setting_types import FiniteNumber, HostPorts, UrlOf
@@ -91,6 +91,8 @@ def _logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        quiet_client_libraries()
 
 
 @app.command()
@@ -421,6 +423,7 @@ def worker(
         exchange_metadata=metadata,
         operator=operator,
         kafka_session_timeout_s=kafka_session_timeout,
+        quiet_clients=not verbose,
     )
     faust_app = create_app(settings)
     Worker(faust_app, loglevel="debug" if verbose else "info", quiet=True).execute_from_commandline()

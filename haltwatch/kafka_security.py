@@ -106,6 +106,17 @@ class KafkaSecurity:
                                ssl_context=self.ssl_context())
 
 
+CLIENT_LIBRARIES = ("kafka", "aiokafka", "clickhouse_driver")
+"""Their per-attempt connection chatter (tens of lines a minute while a server is down) is shown with
+``--verbose`` only: haltwatch logs one line of its own per retry, saying what, where and when next."""
+
+
+def quiet_client_libraries() -> None:
+    """Raise the client libraries' loggers to CRITICAL (the CLI does it unless ``--verbose``)."""
+    for name in CLIENT_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 PLAINTEXT = KafkaSecurity()
 """No TLS, no SASL: a local or trusted-network cluster (and the default everywhere)."""
 

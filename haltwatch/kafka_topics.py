@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
@@ -80,28 +80,37 @@ def declare_topics(
     timeout_s: float = 60.0,
     replication_factor: int = DEFAULT_REPLICATION_FACTOR,
     security: KafkaSecurity = PLAINTEXT,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> bool:
     """Create the missing topics and wait until the broker lists all of them; False if Kafka did not let us
-    within ``timeout_s`` (the worker then starts anyway, and Faust's own retries take over)."""
+    within ``timeout_s`` (the worker then starts anyway, and Faust's own retries take over) or if
+    ``should_stop`` says the worker is stopping (a SIGTERM must not wait out the retries). One log line per
+    failed attempt, with the wait before the next."""
     deadline = time.monotonic() + timeout_s
-    while True:
+    wait_s = 1.0
+    while not should_stop():
         try:
             if _create_and_check(bootstrap, specs, replication_factor, security):
                 return True
+            problem = "topics not yet listed by the broker"
         except KafkaError as exc:
-            if time.monotonic() > deadline:
-                log.warning("could not declare the worker's topics in %.0f s: %r", timeout_s, exc)
-                return False
-        if time.monotonic() > deadline:
-            log.warning("topics not yet listed by the broker after %.0f s; starting anyway", timeout_s)
+            problem = f"Kafka at {bootstrap} not reachable ({exc})"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.warning("could not declare the worker's topics in %.0f s: %s; starting anyway", timeout_s, problem)
             return False
-        time.sleep(0.2)
+        wait_s = min(wait_s * 2, 8.0, left)
+        log.warning("%s; next try in %.0f s", problem, wait_s)
+        resume = time.monotonic() + wait_s
+        while time.monotonic() < resume and not should_stop():
+            time.sleep(0.1)
+    return False
 
 
 def _create_and_check(bootstrap: str, specs: list[TopicSpec], replication_factor: int,
                       security: KafkaSecurity) -> bool:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="haltwatch-worker-topics",
-                             **security.client_options())
+                             bootstrap_timeout_ms=5_000, **security.client_options())
     try:
         return {spec.name for spec in specs} <= create_missing(admin, specs, replication_factor)
     finally:

@@ -48,7 +48,7 @@ from faust.serializers import codecs
 from faust.types import EventT
 from faust.web import Request, Response, View
 
-from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
+from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity, quiet_client_libraries
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, declare_topics
 from schemas.codec import SchemaError, decode, encode
 from schemas.records import (
@@ -189,6 +189,8 @@ class WorkerSettings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_security: KafkaSecurity = PLAINTEXT
     """TLS and SASL of every Kafka connection the worker makes (Faust's and the topic declaration's)."""
+    quiet_clients: bool = True
+    """Keep the Kafka and ClickHouse client libraries' chatter out of the log (the CLI's ``--verbose`` lets it in)."""
     topics: Topics = field(default_factory=Topics)
     partitions: int = 8
     replication_factor: int = DEFAULT_REPLICATION_FACTOR
@@ -227,12 +229,15 @@ class WorkerApp(faust.App):
     topic_specs: list[TopicSpec]
     bootstrap: str
     security: KafkaSecurity = PLAINTEXT
+    quiet_clients: bool = True
     replication_factor: int
     recovery_guard: RecoveryGuard | None = None
 
     async def on_first_start(self) -> None:
+        if self.quiet_clients:
+            quiet_client_libraries()  # after Faust's own logging set-up, which would undo it
         declare = functools.partial(declare_topics, replication_factor=self.replication_factor,
-                                    security=self.security)
+                                    security=self.security, should_stop=lambda: self.should_stop)
         await asyncio.get_running_loop().run_in_executor(None, declare, self.bootstrap, self.topic_specs)
         if self.recovery_guard is not None:
             # started here, not as an ``app.timer``: Faust starts timers only once the first recovery is done
@@ -308,6 +313,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
     app.bootstrap = settings.kafka_bootstrap
     app.security = settings.kafka_security
+    app.quiet_clients = settings.quiet_clients
     app.replication_factor = settings.replication_factor
     app.topic_specs = [
         *(
