@@ -456,6 +456,7 @@ def status(
     """What is down right now: state, last withdrawal, gap and expected rate per exchange and chain."""
     from streams.store.report import SourceError, status_lines, status_rows
 
+    quiet_client_libraries()  # an unreachable server is the one error line below, not the driver's traceback
     try:
         rows = status_rows(exchange, api, clickhouse_url, chdb_path)
     except SourceError as exc:
@@ -484,6 +485,7 @@ def outages(
 
     from streams.store.report import SourceError, outage_lines, outage_rows, parse_since
 
+    quiet_client_libraries()
     try:
         since_s = parse_since(since, time.time()) if since else None
     except ValueError as exc:

@@ -75,7 +75,8 @@ def from_store(url: str | None, chdb_path: Path, query: Callable[[ClickHouseBack
         hint = ""
         if any(m in str(exc) for m in ("doesn't exist", "does not exist", "Code: 60.", "Code: 81.")):
             hint = "\nThe store has no haltwatch schema (yet): start the worker once to create it."
-        raise SourceError(f"{exc}{hint}") from None
+        said = str(exc) if hint else " ".join(str(exc).split(" (in: ")[0].split("Stack trace:")[0].split())
+        raise SourceError(f"{said}{hint}") from None
     finally:
         backend.close()
 

@@ -259,3 +259,10 @@ def test_a_checkpoint_that_cannot_work_stops_the_connector_before_kafka(
     result = runner.invoke(app, ["connect", "--chain", "ethereum", "--ws-url", "ws://127.0.0.1:1", "--labels",
                                  str(labels), "--checkpoint", str(checkpoint), "--kafka", "127.0.0.1:1"])
     assert result.exit_code == 3, result.output
+
+
+@pytest.mark.parametrize("command", ["status", "outages"])
+def test_an_unreachable_store_is_one_error_line_not_a_traceback(command: str) -> None:
+    result = runner.invoke(app, [command, "--clickhouse-url", "clickhouse://127.0.0.1:1/haltwatch"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == ["error: Code: 210. Connection refused (127.0.0.1:1)"], result.stderr
