@@ -8,7 +8,6 @@ with secrets redacted from its logs and errors (``haltwatch/secrets.py``).
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from haltwatch import follow, operator_cli, secrets
 from haltwatch.kafka_options import check_access, with_kafka_security
 from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity, quiet_client_libraries
 from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
+from haltwatch.log_setup import LogFormat, configure_logging, worker_logging_config
 from haltwatch.secrets import redact
 from haltwatch.setting_types import FiniteNumber, HostPorts, UrlOf
 from schemas.topics import Topics
@@ -37,7 +37,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals hold node URLs with API keys and database passwords
     rich_markup_mode=None,  # a usage error is one plain "Error: ..." line a log pipeline keeps, not a box
 )
-VerboseOpt = Annotated[bool, typer.Option(help="Debug logging.")]
+VerboseOpt = Annotated[bool, typer.Option(help="Debug logging, the Kafka and ClickHouse clients' own included.")]
 
 
 @app.callback()
@@ -86,13 +86,10 @@ TransferRecordsOpt = Annotated[
 ]
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        quiet_client_libraries()
+LogFormatOpt = Annotated[
+    LogFormat, typer.Option(envvar="HALTWATCH_LOG_FORMAT", case_sensitive=False,
+                            help="text, or json: one JSON object per log line, for log pipelines.")
+]
 
 
 @app.command()
@@ -191,6 +188,7 @@ def connect(
     partitions: PartitionsOpt = 8,
     replication_factor: ReplicationOpt = DEFAULT_REPLICATION_FACTOR,
     verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = LogFormat.TEXT,
     kafka_security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Follow a chain (EVM, Solana, Bitcoin or Tron) and publish labelled transfers and chain heads to Kafka
@@ -201,7 +199,7 @@ def connect(
     from connectors.labels import LabelError
     from connectors.run_feed import FeedOptions, feed_for, run_feed
 
-    _logging(verbose)
+    configure_logging(verbose, log_format)
     check_access(kafka, kafka_security)
     try:
         chosen = parse_family(family) if family else family_of(chain)
@@ -270,6 +268,7 @@ def backfill(
     partitions: PartitionsOpt = 8,
     replication_factor: ReplicationOpt = DEFAULT_REPLICATION_FACTOR,
     verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = LogFormat.TEXT,
     kafka_security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Publish past blocks like the live connector (events and heads), to pre-warm detection; resumable."""
@@ -277,7 +276,7 @@ def backfill(
     from connectors.evm.run import parse_tokens, run_backfill, split_urls
     from connectors.labels import LabelError
 
-    _logging(verbose)
+    configure_logging(verbose, log_format)
     if to_block < from_block:
         raise typer.BadParameter(f"must be at least --from-block ({from_block}), got {to_block}",
                                  param_hint="'--to-block'")
@@ -375,6 +374,7 @@ def worker(
                             "(6 s by default) is the floor.")
     ] = DEFAULT_SESSION_TIMEOUT_S,
     verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = LogFormat.TEXT,
     kafka_security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Run a Faust worker: detection, correlation, chain monitoring, outage events and the ClickHouse sink."""
@@ -426,7 +426,8 @@ def worker(
         quiet_clients=not verbose,
     )
     faust_app = create_app(settings)
-    Worker(faust_app, loglevel="debug" if verbose else "info", quiet=True).execute_from_commandline()
+    Worker(faust_app, loglevel="debug" if verbose else "info", quiet=True,
+           logging_config=worker_logging_config(verbose, log_format)).execute_from_commandline()
 
 
 ApiOpt = Annotated[

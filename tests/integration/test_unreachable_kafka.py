@@ -3,6 +3,7 @@ library's chatter stays out) and stop within 10 s of a SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,13 +24,13 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
                                 stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
-@pytest.mark.parametrize("command", ["connect", "worker"])
-def test_one_line_per_retry_and_a_prompt_stop(command: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "log_format"), [("connect", "text"), ("worker", "json")])
+def test_one_line_per_retry_and_a_prompt_stop(command: str, log_format: str, tmp_path: Path) -> None:
     log = tmp_path / "out.log"
     args = {"connect": ["connect", "--chain", "ethereum", "--ws-url", "ws://127.0.0.1:1", "--labels",
                         str(REPO / "labels" / "ethereum.toml"), "--checkpoint", str(tmp_path / "cp.json")],
             "worker": ["worker", "--data-dir", str(tmp_path / "w"), "--chdb-path", str(tmp_path / "chdb")]}[command]
-    proc = _start(args, log)
+    proc = _start([*args, "--log-format", log_format], log)
     try:
         deadline = time.monotonic() + 90
         while log.read_text(errors="replace").count(RETRY_LINE) < 2:  # two attempts: the retry is running
@@ -48,3 +49,7 @@ def test_one_line_per_retry_and_a_prompt_stop(command: str, tmp_path: Path) -> N
     assert "Connection failed" not in text and "Attempting bootstrap" not in text, "the client's chatter stays out"
     retries = [line for line in text.splitlines() if RETRY_LINE in line]
     assert all("next try in" in line for line in retries), retries
+    if log_format == "json":  # one object per line, for a log pipeline
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        assert all({"time", "level", "logger", "message"} <= set(r) for r in records), records[:3]
+        assert any(r["level"] == "WARNING" and RETRY_LINE in r["message"] for r in records)
