@@ -65,8 +65,8 @@ class BudgetEstimate:
     """False alarms per ``budget_days`` its thresholds are estimated to give; None while learning."""
     state: str
     """``kept`` (estimated within the budget, or above it by less than the count's noise), ``over`` (above
-    it), ``erratic`` (the traffic does not
-    follow the model: far above it), or ``learning`` (too few normal gaps yet to tell)."""
+    it), ``erratic`` (the traffic does not follow the model: far above it), or ``learning`` (too few normal
+    gaps yet to tell)."""
     passed: float
     expected: float
 
