@@ -15,6 +15,7 @@ timeout, with the cause only in its log.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +110,22 @@ class KafkaSecurity:
 CLIENT_LIBRARIES = ("kafka", "aiokafka", "clickhouse_driver")
 """Their per-attempt connection chatter (tens of lines a minute while a server is down) is shown with
 ``--verbose`` only: haltwatch logs one line of its own per retry, saying what, where and when next."""
+CLIENT_LOG_LEVEL_ENV = "HALTWATCH_CLIENT_LOG_LEVEL"
+"""Another level for the client libraries alone (``INFO`` shows each connection lost and made), for an
+operator chasing a connection problem without debug logging everywhere; default ``CRITICAL``."""
 
 
 def quiet_client_libraries() -> None:
-    """Raise the client libraries' loggers to CRITICAL (the CLI does it unless ``--verbose``)."""
+    """Set the client libraries' loggers to ``HALTWATCH_CLIENT_LOG_LEVEL``, CRITICAL unless said (the CLI
+    does it unless ``--verbose``)."""
+    wanted = os.environ.get(CLIENT_LOG_LEVEL_ENV, "CRITICAL").strip().upper()
+    level = logging.getLevelName(wanted)
+    if not isinstance(level, int):
+        logging.getLogger(__name__).warning("%s=%r is not a log level (DEBUG, INFO, WARNING, ERROR or CRITICAL); "
+                                            "using CRITICAL", CLIENT_LOG_LEVEL_ENV, wanted)
+        level = logging.CRITICAL
     for name in CLIENT_LIBRARIES:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.getLogger(name).setLevel(level)
 
 
 PLAINTEXT = KafkaSecurity()

@@ -423,13 +423,14 @@ def publish_backlog(kafka: str, topics: Topics, count: int) -> None:
 
 @pytest.mark.parametrize("down_s", [KAFKA_DOWN_S, KAFKA_LONG_DOWN_S], ids=["short", "beyond-send-timeout"])
 def test_kafka_broker_killed_and_restarted_mid_stream(down_s: float, own_kafka: Server, anvil: str,
-                                                      run_dir: Path) -> None:
+                                                      run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL the broker shortly before the halt, start it again on the same port and data dir.
 
     ``short``: the producer's own retries (within the connector's 60 s send timeout) bridge the gap.
     ``beyond-send-timeout``: sends fail, and the connector's loop publishes the same block again until
     Kafka takes it; the restarted broker is then ~90 s away, longer than any client timeout here."""
     kafka = f"127.0.0.1:{FAULT_KAFKA_PORT}"
+    monkeypatch.setenv("HALTWATCH_CLIENT_LOG_LEVEL", "INFO")  # the clients' own account of the lost broker
     run = HaltRun(kafka, anvil, run_dir, seed=17)
 
     fault = Fault(own_kafka.kill, own_kafka.start, down_s)  # started again on the same port and data dir

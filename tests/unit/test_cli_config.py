@@ -266,3 +266,23 @@ def test_an_unreachable_store_is_one_error_line_not_a_traceback(command: str) ->
     result = runner.invoke(app, [command, "--clickhouse-url", "clickhouse://127.0.0.1:1/haltwatch"])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == ["error: Code: 210. Connection refused (127.0.0.1:1)"], result.stderr
+
+
+@pytest.mark.parametrize(("value", "level"), [(None, "CRITICAL"), ("info", "INFO"), ("chatty", "CRITICAL")])
+def test_the_client_libraries_log_at_their_own_level(value: str | None, level: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from haltwatch.kafka_security import CLIENT_LIBRARIES, quiet_client_libraries
+
+    if value is None:
+        monkeypatch.delenv("HALTWATCH_CLIENT_LOG_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("HALTWATCH_CLIENT_LOG_LEVEL", value)
+    saved = {name: logging.getLogger(name).level for name in CLIENT_LIBRARIES}
+    try:
+        quiet_client_libraries()
+        assert {logging.getLevelName(logging.getLogger(n).level) for n in CLIENT_LIBRARIES} == {level}
+    finally:
+        for name, old in saved.items():
+            logging.getLogger(name).setLevel(old)
