@@ -62,6 +62,13 @@ def clickhouse_server(state_dir: Path) -> Iterator[str]:
         infra("clickhouse", "stop", env)
 
 
+def _ca_file(component: str, env: dict[str, str]) -> str:
+    """The CA certificate an infra script made for the instance ``env`` names (what its clients trust)."""
+    return subprocess.run(["bash", f"infra/{component}.sh", "ca-file"], env={**os.environ, **env},
+                          capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+
+
 @pytest.fixture(scope="session")
 def secure_kafka(state_dir: Path) -> Iterator[dict[str, str]]:
     """A Kafka with a SASL_SSL listener (SCRAM users made at format time, a CA of its own) beside PLAINTEXT."""
@@ -70,8 +77,7 @@ def secure_kafka(state_dir: Path) -> Iterator[dict[str, str]]:
            "KAFKA_DATA_DIR": str(state_dir / "secure-kafka"), "KAFKA_SCRAM_USER": "haltwatch",
            "KAFKA_SCRAM_PASSWORD": "s3cret-scram"}
     infra("kafka", "start", env)
-    ca = subprocess.run(["bash", "infra/kafka.sh", "ca-file"], env={**os.environ, **env}, capture_output=True,
-                        text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    ca = _ca_file("kafka", env)
     try:
         yield {"plain": f"127.0.0.1:{ports.SECURE_KAFKA_PORT}", "sasl_ssl": f"127.0.0.1:{ports.SECURE_KAFKA_PORT + 2}",
                "ca": ca, "user": "haltwatch", "password": "s3cret-scram"}
@@ -88,8 +94,7 @@ def secure_clickhouse(state_dir: Path) -> Iterator[dict[str, str]]:
            "CLICKHOUSE_STATE_DIR": str(state_dir / "secure-clickhouse"), "CLICKHOUSE_USER": "haltwatch",
            "CLICKHOUSE_PASSWORD": "ch-s3cret"}
     infra("clickhouse", "start", env)
-    ca = subprocess.run(["bash", "infra/clickhouse.sh", "ca-file"], env={**os.environ, **env}, capture_output=True,
-                        text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    ca = _ca_file("clickhouse", env)
     try:
         yield {"secure": f"127.0.0.1:{ports.SECURE_CLICKHOUSE_PORT + 2}", "ca": ca, "user": "haltwatch",
                "password": "ch-s3cret"}

@@ -11,12 +11,15 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.publisher import ensure_topics
-from haltwatch.local import OutageWatcher, PipelineProcesses
-from haltwatch.traffic import ExchangePlayer, Phase
+from haltwatch.traffic import Phase
 from schemas.records import OutageState
 from streams.alerts.channels import ALERT_NAME
-from tests.integration.test_end_to_end import EXCHANGE, _tip, wait_until_connector_published
+from tests.integration.test_end_to_end import (
+    EXCHANGE,
+    exchange_pipeline,
+    start_pipeline,
+    wait_until_connector_published,
+)
 
 
 def alerts(alertmanager: str, prefix_outage_ids: set[str] | None = None) -> list[dict[str, Any]]:
@@ -42,18 +45,9 @@ def test_a_halt_is_one_alert_that_resolves_and_survives_a_worker_restart_without
     kafka: str, anvil: str, alertmanager: str, run_dir: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HALTWATCH_ALERTMANAGER_URL", alertmanager)
-    player = ExchangePlayer(anvil, seed=17)
-    asyncio.run(player.setup())
-    run_dir.mkdir(parents=True)
-    labels = run_dir / "labels.toml"
-    player.write_labels(labels, EXCHANGE)
-    pipeline = PipelineProcesses(run_dir, kafka, anvil, labels, f"am{int(time.time() * 1000)}")
-    ensure_topics(kafka, pipeline.topics, pipeline.partitions)
-    watcher = OutageWatcher(kafka, pipeline.topics)
+    player, pipeline, watcher = exchange_pipeline(kafka, anvil, run_dir, "am", seed=17)
     try:
-        pipeline.start_worker()
-        pipeline.wait_worker_ready()
-        pipeline.start_connector(start_block=asyncio.run(_tip(anvil)) + 1)
+        start_pipeline(pipeline, anvil)
         asyncio.run(player.play([Phase("steady", 330, 1.5), Phase("halt", 40, 0.0)]))
         assert watcher.wait_for(lambda evs: any(e.state is OutageState.OPEN for e in evs), 60), watcher.events
         opened = next(e for e in watcher.events if e.state is OutageState.OPEN)

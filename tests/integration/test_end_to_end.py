@@ -29,25 +29,39 @@ async def _tip(ws_url: str) -> int:
         return int(await rpc.call("eth_blockNumber"), 16)
 
 
+def exchange_pipeline(kafka: str, anvil: str, run_dir: Path, prefix: str, seed: int,
+                      clickhouse_url: str | None = None,
+                      observe_kafka: str | None = None) -> tuple[ExchangePlayer, PipelineProcesses, OutageWatcher]:
+    """One exchange on anvil, labelled for a pipeline under a fresh topic prefix, and a watcher of its outage
+    topic (through ``observe_kafka`` when the pipeline's own address is not one a plain client can use)."""
+    player = ExchangePlayer(anvil, seed=seed)
+    asyncio.run(player.setup())
+    run_dir.mkdir(parents=True)
+    labels = run_dir / "labels.toml"
+    player.write_labels(labels, EXCHANGE)
+    pipeline = PipelineProcesses(run_dir, kafka, anvil, labels, f"{prefix}{int(time.time() * 1000)}",
+                                 clickhouse_url=clickhouse_url)
+    ensure_topics(observe_kafka or kafka, pipeline.topics, pipeline.partitions)
+    return player, pipeline, OutageWatcher(observe_kafka or kafka, pipeline.topics)
+
+
+def start_pipeline(pipeline: PipelineProcesses, anvil: str) -> None:
+    """The worker first (until its API answers), then a connector from the next block on."""
+    pipeline.start_worker()
+    pipeline.wait_worker_ready()
+    pipeline.start_connector(start_block=asyncio.run(_tip(anvil)) + 1)
+
+
 def run_scenario(scenario: str, kafka: str, anvil: str, run_dir: Path, clickhouse_url: str | None,
                  on_started: Callable[[PipelineProcesses], None] | None = None):
     """Play a scenario through the whole pipeline; returns what was played, what was seen, the pipeline.
 
     ``on_started`` runs once worker and connector are up, before the first block is played (a browser
     test opens the status page there, to watch it change during the scenario)."""
-    player = ExchangePlayer(anvil, seed=hash(scenario) % 1000)
-    asyncio.run(player.setup())
-    run_dir.mkdir(parents=True)
-    labels = run_dir / "labels.toml"
-    player.write_labels(labels, EXCHANGE)
-    prefix = f"t{scenario}{int(time.time() * 1000)}"
-    pipeline = PipelineProcesses(run_dir, kafka, anvil, labels, prefix, clickhouse_url=clickhouse_url)
-    ensure_topics(kafka, pipeline.topics, pipeline.partitions)
-    watcher = OutageWatcher(kafka, pipeline.topics)
+    player, pipeline, watcher = exchange_pipeline(kafka, anvil, run_dir, f"t{scenario}", hash(scenario) % 1000,
+                                                  clickhouse_url)
     try:
-        pipeline.start_worker()
-        pipeline.wait_worker_ready()
-        pipeline.start_connector(start_block=asyncio.run(_tip(anvil)) + 1)
+        start_pipeline(pipeline, anvil)
         if on_started is not None:
             on_started(pipeline)
         played = asyncio.run(player.play(SCENARIOS[scenario]))

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.publisher import ensure_topics
-from haltwatch.local import OutageWatcher, PipelineProcesses
-from haltwatch.traffic import ExchangePlayer, Phase
+from haltwatch.traffic import Phase
 from schemas.records import OutageState
-from tests.integration.test_end_to_end import EXCHANGE, _tip
+from tests.integration.test_end_to_end import EXCHANGE, exchange_pipeline, start_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,18 +34,10 @@ def test_the_halt_is_found_end_to_end_over_sasl_ssl(secure_kafka: dict[str, str]
     broker's PLAINTEXT listener, as another team would through theirs."""
     for key, value in sasl_env(secure_kafka).items():
         monkeypatch.setenv(key, value)
-    player = ExchangePlayer(anvil, seed=29)
-    asyncio.run(player.setup())
-    run_dir.mkdir(parents=True)
-    labels = run_dir / "labels.toml"
-    player.write_labels(labels, EXCHANGE)
-    pipeline = PipelineProcesses(run_dir, secure_kafka["sasl_ssl"], anvil, labels, f"sasl{int(time.time() * 1000)}")
-    ensure_topics(secure_kafka["plain"], pipeline.topics, pipeline.partitions)
-    watcher = OutageWatcher(secure_kafka["plain"], pipeline.topics)
+    player, pipeline, watcher = exchange_pipeline(secure_kafka["sasl_ssl"], anvil, run_dir, "sasl", seed=29,
+                                                  observe_kafka=secure_kafka["plain"])
     try:
-        pipeline.start_worker()
-        pipeline.wait_worker_ready()
-        pipeline.start_connector(start_block=asyncio.run(_tip(anvil)) + 1)
+        start_pipeline(pipeline, anvil)
         played = asyncio.run(player.play([Phase("steady", 330, 1.5), Phase("halt", 40, 0.0)]))
         assert watcher.wait_for(lambda evs: any(e.state is OutageState.OPEN for e in evs), 90), (
             watcher.events, pipeline.log_digest("worker"))

@@ -15,27 +15,16 @@ from dataclasses import replace
 
 import pytest
 
-from connectors.publisher import ensure_topics
-from haltwatch.local import OutageWatcher, PipelineProcesses
-from haltwatch.traffic import ExchangePlayer, Phase
+from haltwatch.traffic import Phase
 from schemas.records import OutageState
-from tests.integration.test_end_to_end import EXCHANGE, _tip, wait_until_connector_published
+from tests.integration.test_end_to_end import exchange_pipeline, start_pipeline, wait_until_connector_published
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_open_outage_survives_worker_restart_without_reemission(how, kafka, anvil, run_dir):
-    player = ExchangePlayer(anvil, seed=11)
-    asyncio.run(player.setup())
-    run_dir.mkdir(parents=True)
-    labels = run_dir / "labels.toml"
-    player.write_labels(labels, EXCHANGE)
-    pipeline = PipelineProcesses(run_dir, kafka, anvil, labels, f"restart{how}{int(time.time() * 1000)}")
-    ensure_topics(kafka, pipeline.topics, pipeline.partitions)
-    watcher = OutageWatcher(kafka, pipeline.topics)
+    player, pipeline, watcher = exchange_pipeline(kafka, anvil, run_dir, f"restart{how}", seed=11)
     try:
-        pipeline.start_worker()
-        pipeline.wait_worker_ready()
-        pipeline.start_connector(start_block=asyncio.run(_tip(anvil)) + 1)
+        start_pipeline(pipeline, anvil)
         asyncio.run(player.play([Phase("steady", 330, 1.5), Phase("halt", 40, 0.0)]))
         assert watcher.wait_for(lambda evs: any(e.state is OutageState.OPEN for e in evs), 60), watcher.events
         opened = next(e for e in watcher.events if e.state is OutageState.OPEN)
