@@ -30,9 +30,9 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
+from access.kafka_security import PLAINTEXT, KafkaSecurity
+from access.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, create_missing
 from connectors.block_layout import TransferLayout, block_records
-from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
-from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, create_missing
 from schemas.codec import encode
 from schemas.records import ChainHead, DeadLetter, FeedHeartbeat, LabelSuggestion, Record, TransferEvent
 from schemas.topics import Topics
@@ -54,7 +54,7 @@ def ensure_topics(
     replication_factor: int = DEFAULT_REPLICATION_FACTOR,
     security: KafkaSecurity = PLAINTEXT,
 ) -> None:
-    """Create the topics a connector writes if missing (how: ``haltwatch/kafka_topics.py``); a Kafka that cannot
+    """Create the topics a connector writes if missing (how: ``access/kafka_topics.py``); a Kafka that cannot
     be reached within ``timeout_s`` is a :class:`PublishError`, since the connector cannot run without it."""
     deadline = time.monotonic() + timeout_s
     wait_s = 1.0

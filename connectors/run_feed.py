@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from access.kafka_security import PLAINTEXT, KafkaSecurity
+from access.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from connectors.addresses import tron_address
 from connectors.block_layout import TransferLayout
 from connectors.checkpoint import EXIT_CHECKPOINT, CheckpointError, CheckpointFile
@@ -24,8 +26,6 @@ from connectors.label_watch import LabelSource
 from connectors.labels import LabelError, describe
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher, PublishError, ensure_topics
-from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
-from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Every option can also be set by an environment variable (shown in ``--help``), which is how
 docker-compose configures the services, or in a TOML file given with ``--config`` / ``HALTWATCH_CONFIG``
 (``haltwatch/config.py``): command line, then environment, then file, then default. Every command runs
-with secrets redacted from its logs and errors (``haltwatch/secrets.py``).
+with secrets redacted from its logs and errors (``access/secrets.py``).
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Annotated
 import orjson
 import typer
 
+from access import secrets
+from access.kafka_security import PLAINTEXT, KafkaSecurity, quiet_client_libraries
+from access.kafka_topics import DEFAULT_REPLICATION_FACTOR
+from access.secrets import redact
 from connectors.block_layout import LAYOUT_ENV, TransferLayout
-from haltwatch import follow, operator_cli, secrets
+from haltwatch import follow, operator_cli
 from haltwatch.kafka_options import check_access, with_kafka_security
-from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity, quiet_client_libraries
-from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from haltwatch.log_setup import LogFormat, configure_logging, worker_logging_config
-from haltwatch.secrets import redact
 from haltwatch.setting_types import FiniteNumber, HostPorts, UrlOf
 from schemas.topics import Topics
 from streams.group_membership import DEFAULT_SESSION_TIMEOUT_S

@@ -34,7 +34,7 @@ from typing import Any
 
 import typer
 
-from haltwatch.secrets import mask_setting, redact
+from access.secrets import mask_setting, redact
 
 NOT_CONFIGURABLE = frozenset({"help", "config", "install_completion", "show_completion"})
 

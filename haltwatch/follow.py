@@ -19,9 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
+from access.kafka_security import PLAINTEXT, KafkaSecurity
+from access.secrets import redact
 from haltwatch.kafka_options import check_access, with_kafka_security
-from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
-from haltwatch.secrets import redact
 from haltwatch.setting_types import HostPorts
 from schemas.codec import SchemaError, decode
 from schemas.records import CorrelatedIncident, OutageEvent

@@ -2,7 +2,7 @@
 
 :func:`with_kafka_security` adds them to a command's signature (so Typer shows and parses them, from the
 command line, ``HALTWATCH_KAFKA_*`` or the config file) and hands the command one checked
-:class:`~haltwatch.kafka_security.KafkaSecurity` as ``kafka_security`` instead. Why a decorator: seven
+:class:`~access.kafka_security.KafkaSecurity` as ``kafka_security`` instead. Why a decorator: seven
 parameters repeated on four commands would be 28 places to keep alike.
 """
 
@@ -17,8 +17,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from haltwatch.kafka_security import MECHANISMS, PROTOCOLS, KafkaSecurity, refused_access
-from haltwatch.secrets import redact
+from access.kafka_security import MECHANISMS, PROTOCOLS, KafkaSecurity, refused_access
+from access.secrets import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -4,7 +4,7 @@
 "message"}`` (plus ``exc_info`` when there is one), through python-json-logger, a small, well-kept formatter
 that the standard library's ``logging`` takes as is. The Faust worker configures logging itself at start;
 :func:`worker_logging_config` hands it the same formatter as a ``dictConfig``. Secrets are masked either way
-(``haltwatch/secrets.py`` rewrites every record before any formatter sees it).
+(``access/secrets.py`` rewrites every record before any formatter sees it).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from haltwatch.kafka_security import quiet_client_libraries
+from access.kafka_security import quiet_client_libraries
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = {"asctime": "time", "levelname": "level", "name": "logger"}

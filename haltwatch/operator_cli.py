@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from haltwatch.secrets import redact
+from access.secrets import redact
 
 ApiUrl = Annotated[
     str, typer.Option(envvar="HALTWATCH_API", help="Base URL of a running worker's web server.")

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from haltwatch.secrets import redact
+from access.secrets import redact
 
 
 class FiniteNumber:

@@ -48,8 +48,8 @@ from faust.serializers import codecs
 from faust.types import EventT
 from faust.web import Request, Response, View
 
-from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity, quiet_client_libraries
-from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, declare_topics
+from access.kafka_security import PLAINTEXT, KafkaSecurity, quiet_client_libraries
+from access.kafka_topics import DEFAULT_REPLICATION_FACTOR, TopicSpec, declare_topics
 from schemas.codec import SchemaError, decode, encode
 from schemas.records import (
     BlockTransfers,
@@ -222,7 +222,7 @@ class WorkerSettings:
 
 
 class WorkerApp(faust.App):
-    """The Faust app, which creates its topics before it starts (why: ``haltwatch/kafka_topics.py``), guards
+    """The Faust app, which creates its topics before it starts (why: ``access/kafka_topics.py``), guards
     its table recoveries (why: ``streams/recovery_guard.py``) and reads partitions nobody committed from their
     beginning (why: ``streams/uncommitted_rewind.py``)."""
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from access.kafka_security import PLAINTEXT, KafkaSecurity
+from access.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from connectors.block_layout import TransferLayout
 from connectors.checkpoint import CheckpointFile
 from connectors.evm.backfill import Backfill, BackfillResult
@@ -17,8 +19,6 @@ from connectors.feed_loop import WrongNetwork
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher
 from connectors.run_feed import load_labels, on_signals, run_feed, run_process
-from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
-from haltwatch.kafka_topics import DEFAULT_REPLICATION_FACTOR
 from schemas.topics import Topics
 
 

@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential, wait_random
 
-from haltwatch.secrets import redact
+from access.secrets import redact
 from schemas.records import OutageEvent, OutageState
 from streams.alerts.channels import AlertChannel, SlackHook
 from streams.alerts.ledger import DeliveryLedger

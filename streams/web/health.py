@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from haltwatch.secrets import redact
+from access.secrets import redact
 from schemas.records import ChainState
 from streams.detection.chains import ChainMonitor
 

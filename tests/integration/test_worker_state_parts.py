@@ -16,8 +16,8 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
+from access.kafka_topics import COMPACTED, TopicSpec, declare_topics
 from connectors.publisher import ensure_topics
-from haltwatch.kafka_topics import COMPACTED, TopicSpec, declare_topics
 from haltwatch.local import PipelineProcesses
 from schemas.codec import encode
 from schemas.records import ChainHead, Direction, TransferEvent

@@ -273,7 +273,7 @@ def test_the_client_libraries_log_at_their_own_level(value: str | None, level: s
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import logging
 
-    from haltwatch.kafka_security import CLIENT_LIBRARIES, quiet_client_libraries
+    from access.kafka_security import CLIENT_LIBRARIES, quiet_client_libraries
 
     if value is None:
         monkeypatch.delenv("HALTWATCH_CLIENT_LOG_LEVEL", raising=False)

@@ -1,4 +1,4 @@
-"""Topic creation as the connectors and the worker share it (``haltwatch/kafka_topics.py``): the replication
+"""Topic creation as the connectors and the worker share it (``access/kafka_topics.py``): the replication
 factor set for a deployment reaches every topic created, changelogs stay compacted, and topics already there
 are left alone (another process may have made them)."""
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from kafka.errors import TopicAlreadyExistsError
 
+from access.kafka_topics import COMPACTED, TopicSpec, create_missing
 from connectors import publisher
-from haltwatch.kafka_topics import COMPACTED, TopicSpec, create_missing
 from schemas.topics import Topics
 
 

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from haltwatch import secrets
-from haltwatch.secrets import MASK, redact
+from access import secrets
+from access.secrets import MASK, redact
 
 INFURA_KEY = "0123456789abcdef0123456789abcdef"
 ALCHEMY_KEY = "AbC_dEf-123456789xyzXYZ"

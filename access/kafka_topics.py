@@ -31,7 +31,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from haltwatch.kafka_security import PLAINTEXT, KafkaSecurity
+from access.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 DEFAULT_REPLICATION_FACTOR = 1
