@@ -22,14 +22,14 @@ from websockets.exceptions import WebSocketException
 
 from connectors.backoff import Backoff
 from connectors.checkpoint import CheckpointFile
-from connectors.evm.endpoints import EndpointPool, NodeLagging
-from connectors.evm.reorg import CanonicalHash
+from connectors.endpoints import EndpointPool, NodeLagging
 from connectors.family import ChainFamily
 from connectors.label_watch import LabelSource
 from connectors.linked_writer import LinkedBlock, LinkedWriter, MalformedBlock, Stopped
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher, PublishError
 from connectors.read_ahead import read_ahead
+from connectors.reorg import CanonicalHash
 from connectors.rotation import RotationWatch
 from schemas.records import NATIVE_ASSET, FeedHeartbeat
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 
 from connectors.backoff import Backoff
 from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock, save_until_written
-from connectors.evm.reorg import CanonicalHash, find_fork, retractions
 from connectors.labels import LabelRegistry
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher, PublishError
+from connectors.reorg import CanonicalHash, find_fork, retractions
 from connectors.rotation import RotationWatch
 from schemas.records import ChainHead, DeadLetter, LabelSuggestion, TransferEvent
 

@@ -25,9 +25,9 @@ from websockets.exceptions import WebSocketException
 
 from connectors.backoff import Backoff
 from connectors.checkpoint import CheckpointError, CheckpointFile
+from connectors.endpoints import EndpointPool
 from connectors.evm.blocks import hex_field
 from connectors.evm.config import EvmChainConfig
-from connectors.evm.endpoints import EndpointPool
 from connectors.evm.node import NodeClient, check_chain_id
 from connectors.evm.reader import BlockReader
 from connectors.evm.rpc import JsonRpcSocket, RpcConnectionLost, RpcError

@@ -27,14 +27,15 @@ import time
 from typing import Any
 
 from connectors.checkpoint import Checkpoint
+from connectors.endpoints import NodeLagging, lagging_behind
 from connectors.evm.blocks import hex_field, hex_int
 from connectors.evm.config import EvmChainConfig
-from connectors.evm.endpoints import NodeLagging, lagging_behind, probe_heads
+from connectors.evm.head_probe import probe_heads
 from connectors.evm.node import ChainIdMismatch, NodeClient, check_chain_id
 from connectors.evm.reader import BlockReader
-from connectors.evm.reorg import conflicts
 from connectors.evm.rpc import CONNECTION_LOST, JsonRpcSocket, NodeRefused, RpcConnectionLost, RpcError
 from connectors.feed_loop import FeedLoop
+from connectors.reorg import conflicts
 
 __all__ = ["ChainIdMismatch", "EvmChainConfig", "EvmConnector"]
 log = logging.getLogger(__name__)

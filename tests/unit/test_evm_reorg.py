@@ -12,12 +12,12 @@ import pytest
 
 from connectors.backoff import Backoff
 from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock
+from connectors.endpoints import EndpointPool, lagging_behind
 from connectors.evm.backfill import LogRange
 from connectors.evm.config import EvmChainConfig
-from connectors.evm.endpoints import EndpointPool, lagging_behind
-from connectors.evm.reorg import Fork, conflicts, find_fork, retractions
 from connectors.evm.rpc import RpcError, RpcTimeout
 from connectors.evm.run import parse_tokens, split_urls
+from connectors.reorg import Fork, conflicts, find_fork, retractions
 from schemas.records import Direction, TransferEvent
 
 

@@ -13,9 +13,9 @@ from websockets.exceptions import InvalidURI
 from connectors.bitcoin.config import BitcoinConfig
 from connectors.bitcoin.connector import BitcoinConnector
 from connectors.checkpoint import CheckpointFile
+from connectors.endpoints import NodeLagging
 from connectors.evm.config import EvmChainConfig
 from connectors.evm.connector import EvmConnector
-from connectors.evm.endpoints import NodeLagging
 from connectors.evm.node import ChainIdMismatch
 from connectors.evm.rpc import NodeRefused, RpcConnectionLost, RpcError, RpcTimeout
 from connectors.feed_loop import ConnectionLost, FeedLoop, NodeError, WrongNetwork

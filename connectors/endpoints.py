@@ -1,18 +1,15 @@
-"""Several websocket endpoints of one chain: rotate on failure, leave one that falls behind the others.
+"""Several endpoints of one chain: rotate on failure, leave one that falls behind the others.
 
 A node that is connected but stuck (or slow to import blocks) sends no error: it simply reports an old
 head, and our feed would fall silent while the chain and the exchange go on. When more than one endpoint
-is configured, the connector asks the others for their head now and then (:func:`probe_heads`) and moves
-to the best one when the current node is more than K blocks behind it (:func:`lagging_behind`).
+is configured, the connector asks the others for their head now and then (each family its own way, e.g.
+``connectors/evm/head_probe.py``) and moves to the best one when the current node is more than K blocks
+behind it (:func:`lagging_behind`). Family-neutral: every chain family's feed uses it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-
-from connectors.evm.blocks import hex_int
-from connectors.evm.rpc import JsonRpcSocket, RpcConnectionLost, RpcError
 
 
 class NodeLagging(RuntimeError):
@@ -43,23 +40,6 @@ class EndpointPool:
 
     def switch_to(self, url: str) -> None:
         self.index = self.urls.index(url)
-
-
-async def probe_head(url: str, timeout_s: float) -> int | None:
-    """``eth_blockNumber`` of one endpoint over a short-lived connection; None when it does not answer."""
-    try:
-        async with (
-            asyncio.timeout(timeout_s),
-            JsonRpcSocket(url, call_timeout=timeout_s, open_timeout=timeout_s) as rpc,
-        ):
-            return hex_int(await rpc.call("eth_blockNumber"), "eth_blockNumber")
-    except (RpcConnectionLost, RpcError, OSError, TimeoutError, ValueError):
-        return None
-
-
-async def probe_heads(urls: Sequence[str], timeout_s: float) -> dict[str, int | None]:
-    heads = await asyncio.gather(*(probe_head(u, timeout_s) for u in urls))
-    return dict(zip(urls, heads, strict=True))
 
 
 def lagging_behind(current_head: int, others: dict[str, int | None], threshold: int) -> tuple[str, int] | None:
