@@ -210,6 +210,9 @@ class GapTail:
     swings: Dispersion = field(default_factory=Dispersion)
     """How much the rate swings at the timescale of a gap (see :mod:`.dispersion`)."""
     _base: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    _beyond_one: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """(b, log_var, ``mixed_nats(b, 1, log_var)``) of :meth:`beyond`'s last call: the same for every head
+    until the tail or the swings are refitted, and a Laplace solve each time otherwise."""
     """(beta, variance, base_beta / beta) when :meth:`base_beta` last solved for it."""
 
     def __post_init__(self) -> None:
@@ -273,7 +276,11 @@ class GapTail:
             return uncertain(self.beta * (u - 1.0), shape)
         b = self.base_beta()
         log_var = log_var_of(v, shape)
-        return max(0.0, mixed_nats(b * u, 1.0, log_var) - mixed_nats(b, 1.0, log_var))
+        cached_b, cached_lv, at_one = self._beyond_one
+        if cached_b != b or cached_lv != log_var:
+            at_one = mixed_nats(b, 1.0, log_var)
+            self._beyond_one = (b, log_var, at_one)
+        return max(0.0, mixed_nats(b * u, 1.0, log_var) - at_one)
 
     def survival_log(self, u: float, shape: float = math.inf) -> float:
         """-ln P(gap > u): the evidence, in nats, that a gap of ``u`` expected withdrawals is not normal.
