@@ -3,7 +3,6 @@ consumer."""
 
 from streams.alerts.channels import AlertChannel, AlertmanagerApi, PagerDutyEvents, SlackHook
 from streams.alerts.ledger import DeliveryLedger
-from streams.alerts.notifier import AlertNotifier, slack_payload
+from streams.alerts.notifier import AlertNotifier
 
-__all__ = ["AlertChannel", "AlertNotifier", "AlertmanagerApi", "DeliveryLedger", "PagerDutyEvents", "SlackHook",
-           "slack_payload"]
+__all__ = ["AlertChannel", "AlertNotifier", "AlertmanagerApi", "DeliveryLedger", "PagerDutyEvents", "SlackHook"]

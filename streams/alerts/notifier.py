@@ -17,15 +17,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import aiohttp
-import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential, wait_random
 
 from access.secrets import redact
 from schemas.records import OutageEvent, OutageState
-from streams.alerts.channels import AlertChannel, SlackHook
+from streams.alerts.channels import AlertChannel
 from streams.alerts.ledger import DeliveryLedger
 
 log = logging.getLogger(__name__)
@@ -39,11 +37,6 @@ class RetryableDelivery(Exception):
 
 class RefusedDelivery(Exception):
     """The channel answered another 4xx: resending the same body will not help."""
-
-
-def slack_payload(event: OutageEvent) -> dict[str, Any]:
-    """The Slack-style JSON body for one outage state change."""
-    return dict(orjson.loads(SlackHook("").body(event, [], time.time())))
 
 
 class AlertNotifier:

@@ -18,25 +18,15 @@ from aiohttp.test_utils import TestServer
 from schemas.records import OutageState
 from streams.alerts import AlertmanagerApi, AlertNotifier, DeliveryLedger, PagerDutyEvents
 from streams.alerts.channels import ALERT_NAME
-from tests.unit.test_alerts import outage
+from tests.unit.test_alerts import Hook, outage
 
 NOW = 1_700_010_000.0
 
 
-class Receiver:
-    """Accepts every POST (202, as PagerDuty answers) and keeps the decoded bodies."""
-
-    def __init__(self) -> None:
-        self.bodies: list[Any] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(orjson.loads(await request.read()))
-        return web.Response(status=202, text='{"status":"success"}')
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    got = Receiver()
+async def receiver() -> AsyncIterator[tuple[Hook, str]]:
+    """The webhook tests' recording server, answering every POST, on PagerDuty's and Alertmanager's paths."""
+    got = Hook(failures=0)
     app = web.Application()
     app.router.add_post("/v2/enqueue", got.handle)
     app.router.add_post("/api/v2/alerts", got.handle)
@@ -46,6 +36,10 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
         yield got, str(server.make_url("/"))
     finally:
         await server.close()
+
+
+def bodies(hook: Hook) -> list[Any]:
+    return [body for _key, body in hook.accepted]
 
 
 def _notifier(channel: Any, ledger: Path) -> AlertNotifier:
@@ -58,7 +52,7 @@ async def test_pagerduty_triggers_once_per_outage_and_resolves_it(receiver: Any,
     async with aiohttp.ClientSession() as session:
         for version, state in ((1, OutageState.OPEN), (2, OutageState.DEGRADED), (3, OutageState.RESOLVED)):
             assert await n.deliver(session, outage(version, state)) == "delivered"
-    trigger, degraded, resolve = got.bodies
+    trigger, degraded, resolve = bodies(got)
     assert {trigger["event_action"], degraded["event_action"], resolve["event_action"]} == {"trigger", "resolve"}
     assert trigger["dedup_key"] == degraded["dedup_key"] == resolve["dedup_key"] == "abc123", "one incident"
     assert trigger["routing_key"] == resolve["routing_key"] == "R0UTINGKEY"
@@ -79,7 +73,7 @@ async def test_alertmanager_gets_one_alert_per_incident_state_ended_by_the_next(
         assert await n.deliver(session, outage(1, OutageState.OPEN)) == "delivered"
         assert await n.deliver(session, outage(2, OutageState.DEGRADED)) == "delivered"
         assert await n.deliver(session, outage(3, OutageState.RESOLVED)) == "delivered"
-    opened, degraded, resolved = got.bodies
+    opened, degraded, resolved = bodies(got)
     (firing,) = opened
     assert firing["labels"] == {"alertname": ALERT_NAME, "exchange": "okx", "chains": "ethereum", "state": "open",
                                 "outage_id": "abc123", "severity": "critical"}
@@ -102,7 +96,7 @@ async def test_firing_alerts_are_sent_again_from_the_ledger_after_a_restart(rece
         await first.deliver(session, outage(2, OutageState.RESOLVED, oid="other"))
         restarted = _notifier(AlertmanagerApi(base), ledger)  # a new process: only the file remembers
         assert await restarted.refresh(session) == "refreshed"
-        (again,) = got.bodies[-1]
+        (again,) = bodies(got)[-1]
         assert again["labels"]["outage_id"] == "abc123" and again["labels"]["state"] == "open"
         assert await restarted.deliver(session, outage(1, OutageState.OPEN)) == "duplicate", "never twice"
         assert await restarted.deliver(session, outage(2, OutageState.RESOLVED)) == "delivered"
