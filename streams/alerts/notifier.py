@@ -59,6 +59,9 @@ class AlertNotifier:
         self.attempts = 0
         self._announced: set[str] = set()
         """Outages whose open/degraded state this process tried to deliver (delivered or not)."""
+        self._sending = asyncio.Lock()
+        """One request at a time: a re-send of the firing alerts that overtook a resolution would fire the
+        resolved alert again (for a day, in Alertmanager)."""
 
     def offer(self, event: OutageEvent) -> None:
         """Queue an event for delivery; never blocks (a full queue drops and logs: the topic has it)."""
@@ -96,15 +99,17 @@ class AlertNotifier:
 
     async def refresh(self, session: aiohttp.ClientSession) -> str:
         """One re-send of every firing alert; its outcome (``refreshed``, ``failed`` or ``none``)."""
-        firing = self.ledger.firing()
-        if not firing:
-            return "none"
-        try:
-            await self._post(session, self.channel.refresh(firing, self.wall()), {"Content-Type": "application/json"})
-        except (RetryableDelivery, RefusedDelivery) as exc:
-            log.warning("%s: firing alerts not sent again: %s", self.channel.name, redact(str(exc)))
-            self.on_outcome("failed")
-            return "failed"
+        async with self._sending:
+            firing = self.ledger.firing()
+            if not firing:
+                return "none"
+            try:
+                await self._post(session, self.channel.refresh(firing, self.wall()),
+                                 {"Content-Type": "application/json"})
+            except (RetryableDelivery, RefusedDelivery) as exc:
+                log.warning("%s: firing alerts not sent again: %s", self.channel.name, redact(str(exc)))
+                self.on_outcome("failed")
+                return "failed"
         self.on_outcome("refreshed")
         return "refreshed"
 
@@ -117,6 +122,10 @@ class AlertNotifier:
 
     async def deliver(self, session: aiohttp.ClientSession, event: OutageEvent) -> str:
         """Send one event; returns the outcome (``delivered``, ``duplicate``, ``skipped``, ``failed``)."""
+        async with self._sending:
+            return await self._deliver(session, event)
+
+    async def _deliver(self, session: aiohttp.ClientSession, event: OutageEvent) -> str:
         if not self._wanted(event):
             outcome = "duplicate" if self.ledger.delivered(event.outage_id, event.version) else "skipped"
             self.on_outcome(outcome)

@@ -3,9 +3,10 @@ notifier (queue, retries, ledger) as the chat webhook, against a loopback HTTP s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,34 @@ def test_a_firing_alert_starts_no_later_than_it_is_sent() -> None:
     ahead = replace(outage(1, OutageState.OPEN), started_at=int(NOW) + 30)
     (alert,) = orjson.loads(AlertmanagerApi("http://am").refresh([ahead], NOW))
     assert datetime.fromisoformat(alert["startsAt"]).timestamp() == NOW
+
+
+async def test_a_resolution_never_overtaken_by_a_re_send_of_the_firing_alert(tmp_path: Path) -> None:
+    """The re-send of the firing alerts is slow to be answered while the resolution is ready: the resolution
+    must still be the last word Alertmanager gets, or it would fire the resolved alert again for a day."""
+    release = asyncio.Event()
+    seen: list[Any] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        if seen and body[0]["endsAt"] != ends_now:  # the re-send of a firing alert: held until released
+            await release.wait()
+        seen.append(body)
+        return web.Response(status=200)
+
+    ends_now = datetime.fromtimestamp(NOW, UTC).isoformat().replace("+00:00", "Z")
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", handle)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        n = _notifier(AlertmanagerApi(str(server.make_url("/"))), tmp_path / "am.jsonl")
+        await n.deliver(session, outage(1, OutageState.OPEN))
+        resend = asyncio.create_task(n.refresh(session))
+        while not n._sending.locked():  # the re-send holds the channel
+            await asyncio.sleep(0.01)
+        resolve = asyncio.create_task(n.deliver(session, outage(2, OutageState.RESOLVED)))
+        # until the resolution either queues behind the re-send or (were it not made to) reaches the server
+        while not (getattr(n._sending, "_waiters", None) or len(seen) > 1):
+            await asyncio.sleep(0.01)
+        release.set()
+        assert (await resend, await resolve) == ("refreshed", "delivered")
+    assert [(a["labels"]["state"], a["endsAt"]) for a in seen[-1]] == [("open", ends_now)], "resolution last"
