@@ -8,8 +8,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 import orjson
 from kafka import KafkaProducer
@@ -48,13 +50,13 @@ class Follower:
             thread.start()
 
     @staticmethod
-    def _read(stream: object, into: list[str]) -> None:
-        for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+    def _read(stream: IO[bytes], into: list[str]) -> None:
+        for raw in iter(stream.readline, b""):
             into.append(raw.decode().rstrip("\n"))
 
-    def wait(self, what: str, done: object, timeout_s: float = 60.0) -> None:
+    def wait(self, what: str, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
-        while not done():  # type: ignore[operator]
+        while not done():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"follow: no {what} (exit {self.proc.poll()}): {self.lines} {self.errors}")
             time.sleep(0.05)
