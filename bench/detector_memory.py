@@ -38,7 +38,7 @@ def main() -> None:
     rng = random.Random(1)
     gc.collect()
     before = rss_mb()
-    detector = OutageDetector(DetectionPolicy(), ManualClock(0), correlate=False)
+    detector = OutageDetector(DetectionPolicy(), ManualClock(0))
     chains = [f"chain{i}" for i in range(args.chains)]
     exchanges = [f"exchange{i:04d}" for i in range(args.exchanges)]
     t0 = 1_700_000_000 - 1_700_000_000 % 86_400
@@ -62,15 +62,15 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     gc.collect()
     after = rss_mb()
-    states = sum(len(ex.chains) for ex in detector.exchanges_.values())
-    serialised = sum(len(orjson.dumps(detector.export(name))) for name in detector.exchanges_)
-    warm = sum(1 for ex in detector.exchanges_.values() for c in ex.chains.values() if c.warm)
+    states = sum(len(ex.chains) for ex in detector.view.values())
+    serialised = sum(len(orjson.dumps(detector.export(name))) for name in detector.view)
+    warm = sum(1 for ex in detector.view.values() for c in ex.chains.values() if c.warm)
     print(f"{args.exchanges} exchanges x {args.chains} chains = {states} (exchange, chain) states, {warm} warm; "
           f"{events:,} events over {args.hours} h of chain time in {elapsed:.1f} s ({events / elapsed:,.0f} events/s)")
     print(f"resident memory: {before:.0f} MB before, {after:.0f} MB after: {after - before:.0f} MB of detector state "
           f"({(after - before) * 1024 / max(states, 1):.1f} KB per state)")
     print(f"serialised state (the worker's Faust table values): {serialised / 1e6:.0f} MB in total, "
-          f"{serialised / max(len(detector.exchanges_), 1) / 1024:.0f} KB per exchange")
+          f"{serialised / max(len(detector.view), 1) / 1024:.0f} KB per exchange")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What Faust alone can move on this machine: ``python -m bench.faust_ceiling --kafka HOST:PORT --topic T --expect N``.
 
 A Faust app with one agent on one topic, consuming the way the worker's ``detect`` agent does
-(``streams/app.py``): the worker's consuming settings (:func:`streams.app.consuming_options`: raw key and
+(``streams/app.py``): the worker's consuming settings (:func:`streams.worker.settings.consuming_options`: raw key and
 value serializers, an in-memory store, ``consumer_auto_offset_reset="earliest"``), ``stream.take_events``
 with the worker's batch size and window, ``value_type=bytes``, one agent instance. Nothing else runs in it: no
 table, no other agent, no sends, no web server. Two modes:
@@ -41,7 +41,7 @@ import faust
 import orjson
 
 from schemas.codec import SchemaError, decode
-from streams.app import WorkerSettings, consuming_options
+from streams.worker.settings import WorkerSettings, consuming_options
 
 RESULT = "FAUST_CEILING "
 """Prefix of the result line on stdout (the rest is JSON)."""

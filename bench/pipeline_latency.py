@@ -80,7 +80,7 @@ from haltwatch.local import PipelineProcesses, free_port, infra
 from haltwatch.traffic import TOKEN_ADDRESS, poisson
 from schemas.codec import decode
 from schemas.records import ChainHead
-from streams.app import WorkerSettings
+from streams.worker.settings import WorkerSettings
 
 BLOCK_TIME_S = 12
 TX_GAS = hex(60_000)

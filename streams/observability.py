@@ -34,7 +34,7 @@ healthy, minutes when Kafka or the worker fall behind."""
 
 def cell_state(detector: OutageDetector, exchange: str, chain: str) -> str:
     """The state one (exchange, chain) is in for the detector alone: an incident, warming up, or ok."""
-    ex = detector.exchanges_[exchange]
+    ex = detector.view[exchange]
     c = ex.chains[chain]
     incident = covering_incident(ex, c)
     if incident is not None:
@@ -58,7 +58,7 @@ class _StateCollector(Collector):
             f"{PREFIX}_open_incidents", "Unresolved incidents (suspected, open or degraded) by state.",
             labels=["state"])
         incidents: Tally[str] = Tally()
-        for name, ex in list(self.detector.exchanges_.items()):
+        for name, ex in list(self.detector.view.items()):
             tally: Tally[str] = Tally(cell_state(self.detector, name, chain) for chain in ex.chains)
             for state in ("ok", "warming_up", *(s.value for s in OutageState if s is not OutageState.RESOLVED)):
                 states.add_metric([name, state], tally.get(state, 0))
@@ -79,7 +79,7 @@ class _StateCollector(Collector):
         budget_state = GaugeMetricFamily(
             f"{PREFIX}_false_alarm_budget_state", "1 for the state of each exchange's false-alarm budget.",
             labels=["exchange", "state"])
-        for name in list(self.detector.exchanges_):
+        for name in list(self.detector.view):
             found = self.detector.budget(name)
             if found.estimated is not None:
                 estimated.add_metric([name], found.estimated)

@@ -4,14 +4,17 @@ from streams.detection.baseline import GapTail, SeasonalRate
 from streams.detection.chains import ChainMonitor
 from streams.detection.clock import Clock, ManualClock, WallClock
 from streams.detection.correlation import IncidentCorrelator, load_exchange_metadata
-from streams.detection.detector import EXCHANGE_WIDE, OutageDetector
+from streams.detection.detector import OutageDetector
 from streams.detection.policy import DetectionPolicy
+from streams.detection.state import EXCHANGE_WIDE, Changes, ExchangeView
 
 __all__ = [
     "EXCHANGE_WIDE",
     "ChainMonitor",
+    "Changes",
     "Clock",
     "DetectionPolicy",
+    "ExchangeView",
     "GapTail",
     "IncidentCorrelator",
     "ManualClock",

@@ -27,11 +27,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from schemas.codec import SchemaError, decode, encode
-from schemas.records import ChainHead, LabelSuggestion, OutageEvent, Record, TransferEvent, events_of
+from schemas.records import (
+    ChainHead,
+    CorrelatedIncident,
+    LabelSuggestion,
+    OutageEvent,
+    Record,
+    TransferEvent,
+    events_of,
+)
 from streams.detection.budget import BudgetEstimate
 from streams.detection.clock import ManualClock
+from streams.detection.correlation import IncidentCorrelator
 from streams.detection.detector import OutageDetector
 from streams.detection.policy import DetectionPolicy
+from streams.detection.state import Changes
 
 INVALID_SAMPLES = 20
 """How many invalid lines are kept verbatim (with line number and reason); all are counted."""
@@ -213,13 +223,14 @@ def run_backtest(input_path: Path, output_path: Path, policy: DetectionPolicy,
     summary = BacktestSummary(input_path, output_path)
     clock = ManualClock(0.0)
     detector = OutageDetector(policy, clock)
+    correlator = IncidentCorrelator(policy.correlation_window_s, clock)
     started = time.perf_counter()
     raw, lines = open_lines(input_path)
     bar = _progress_bar(input_path, progress)
     reported = 0
     try:
         with raw, output_path.open("wb") as out:
-            feed = _Feeder(detector, clock, summary, out.write)
+            feed = _Feeder(detector, correlator, clock, summary, out.write)
             while True:
                 try:
                     line = next(lines)
@@ -245,11 +256,13 @@ def run_backtest(input_path: Path, output_path: Path, policy: DetectionPolicy,
 
 
 class _Feeder:
-    """Decode one line, route it to the detector, write what comes back."""
+    """Decode one line, route it to the detector, pass its outage events on to the correlator as the worker
+    does, and write both's outputs in the order they came."""
 
-    def __init__(self, detector: OutageDetector, clock: ManualClock, summary: BacktestSummary,
-                 write: Callable[[bytes], object]) -> None:
+    def __init__(self, detector: OutageDetector, correlator: IncidentCorrelator, clock: ManualClock,
+                 summary: BacktestSummary, write: Callable[[bytes], object]) -> None:
         self.detector = detector
+        self.correlator = correlator
         self.clock = clock
         self.summary = summary
         self.write = write
@@ -275,10 +288,10 @@ class _Feeder:
     def _apply(self, record: Record) -> None:
         summary = self.summary
         try:
-            outputs: list[Any]
+            changes: Changes
             if isinstance(record, TransferEvent):
                 summary.transfers += 1
-                outputs = self.detector.on_transfer(record)
+                changes = self.detector.on_transfer(record)
             elif isinstance(record, ChainHead):
                 summary.heads += 1
                 highest = self.head_numbers.get(record.chain)
@@ -288,19 +301,25 @@ class _Feeder:
                     self.head_numbers[record.chain] = record.number
                 self._saw_time(record.block_time)
                 self.clock.set(record.received_at)
-                outputs = self.detector.on_head(record)
+                changes = self.detector.on_head(record)
             elif isinstance(record, LabelSuggestion):
                 summary.suggestions += 1
-                outputs = self.detector.on_suggestion(record)
+                changes = self.detector.on_suggestion(record)
             else:
                 summary.invalid_line(summary.lines, f"unexpected {record.TYPE} record (not transfers-topic input)")
                 return
         except Exception as exc:
             raise BacktestError(f"{summary.input_path}:{summary.lines}: detector failed on a "
                                 f"{record.TYPE} record: {exc!r}") from exc
-        for output in outputs:
-            summary.outputs[output_kind(output)] += 1
-            self.write(encode(output) + b"\n")
+        for outage in changes.outputs:
+            self._write(outage)
+        for outage in changes.outputs:  # one event's outages first, then the incidents they formed
+            for incident in self.correlator.on_outage(outage):
+                self._write(incident)
+
+    def _write(self, output: OutageEvent | CorrelatedIncident) -> None:
+        self.summary.outputs[output_kind(output)] += 1
+        self.write(encode(output) + b"\n")
 
     def _saw_time(self, block_time: int) -> None:
         summary = self.summary

@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from schemas.records import OutageState
-from streams.detection.detector import ChainTrack, ExchangeTrack, Incident, OutageDetector
+from streams.detection.detector import OutageDetector
+from streams.detection.state import ChainView, ExchangeView, IncidentView
 
 SEVERITY = {OutageState.OPEN: 3, OutageState.DEGRADED: 2, OutageState.SUSPECTED: 1}
 """When a chain's own incident and an exchange-wide one both cover it, the more severe one is shown
@@ -33,7 +34,7 @@ def next_version() -> int:
         return _last_version
 
 
-def covering_incident(ex: ExchangeTrack, c: ChainTrack) -> Incident | None:
+def covering_incident(ex: ExchangeView, c: ChainView) -> IncidentView | None:
     """The unresolved incident that covers chain ``c`` of ``ex``, if any (the more severe of two)."""
     candidates = []  # exchange-wide first: on a tie it is the one that explains the chain's silence
     if ex.incident is not None and ex.incident.state in SEVERITY and c.chain in ex.incident.last.scope:
@@ -43,12 +44,12 @@ def covering_incident(ex: ExchangeTrack, c: ChainTrack) -> Incident | None:
     return max(candidates, key=lambda inc: SEVERITY[inc.state], default=None)
 
 
-def status_row(detector: OutageDetector, ex: ExchangeTrack, c: ChainTrack, now: float, version: int) -> dict[str, Any]:
+def status_row(ex: ExchangeView, c: ChainView, now: float, version: int) -> dict[str, Any]:
     """One ``detector_status`` row for chain ``c`` of exchange ``ex``."""
     incident = covering_incident(ex, c)
     if incident is not None:
         state = incident.state.value
-    elif not detector._warm(c):
+    elif not c.warm:
         state = WARMING_UP
     else:
         state = OK
@@ -78,9 +79,9 @@ def snapshot(
     now = time.time() if now is None else now
     rows = []
     for name in sorted(exchanges):
-        ex = detector.exchanges_.get(name)
+        ex = detector.view.get(name)
         if ex is None:
             continue
         for c in ex.chains.values():
-            rows.append(status_row(detector, ex, c, now, next_version()))
+            rows.append(status_row(ex, c, now, next_version()))
     return rows

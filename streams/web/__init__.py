@@ -1,6 +1,7 @@
 """The operator's side of the worker: status page, JSON API, event stream, health, metrics and alerts.
 
-``streams/app.py`` calls :func:`register_web` once and then three hooks from its agents
+``streams/app.py`` calls :func:`register_web` once (which also mounts the store's views,
+:mod:`streams.web.store_api`) and then three hooks from its agents
 (:class:`WorkerHooks`): ``observe`` after the detector handled a record, ``emitted`` for every outage or
 correlated incident sent to the outage topic, and ``dead_letter``. Everything else lives here, so the
 worker's detection code stays about detection.
@@ -23,6 +24,7 @@ from streams.observability import WorkerMetrics
 from streams.web.api import Handler, OperatorApi
 from streams.web.board import LiveBoard
 from streams.web.health import FaustKafkaProbe, HealthChecks
+from streams.web.store_api import ReadStore, StoreApi
 
 __all__ = ["OperatorSettings", "WorkerHooks", "register_web"]
 
@@ -111,12 +113,13 @@ def _delivery_task(notifier: AlertNotifier) -> Any:
 
 
 def register_web(app: Any, *, detector: OutageDetector, monitor: ChainMonitor, sinks: Mapping[str, Any],
-                 probe_store: Callable[[], object], data_dir: Path,
+                 probe_store: Callable[[], object], read_store: ReadStore, data_dir: Path,
                  settings: OperatorSettings | None = None) -> WorkerHooks:
-    """Mount the operator endpoints on the Faust app's web server and start the alert task if configured.
+    """Mount the operator endpoints and the store's views on the Faust app's web server and start the alert
+    tasks if configured.
 
     ``sinks`` is the worker's live table -> sink mapping (read at scrape time); ``probe_store`` runs one
-    cheap ClickHouse query (raises when the store cannot answer).
+    cheap ClickHouse query (raises when the store cannot answer); ``read_store`` runs a query off the loop.
     """
     settings = settings or OperatorSettings()
     board = LiveBoard(detector, monitor)
@@ -125,7 +128,7 @@ def register_web(app: Any, *, detector: OutageDetector, monitor: ChainMonitor, s
                           crashed=lambda: bool(getattr(app, "crashed", False)),
                           cache_s=settings.health_cache_s, timeout_s=settings.health_timeout_s)
     api = OperatorApi(board, health, metrics)
-    for path, handler in api.routes().items():
+    for path, handler in {**api.routes(), **StoreApi(read_store, detector).routes()}.items():
         _mount(app, path, handler)
     notifiers: list[AlertNotifier] = []
     for channel in settings.channels():

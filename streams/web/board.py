@@ -93,7 +93,7 @@ class LiveBoard:
     def on_transfer(self, event: TransferEvent) -> None:
         """Called after the detector saw ``event``: count it if the detector accepted a new withdrawal."""
         key = (event.exchange, event.chain)
-        ex = self.detector.exchanges_.get(event.exchange)
+        ex = self.detector.view.get(event.exchange)
         c = ex.chains.get(event.chain) if ex else None
         if c is None:
             return
@@ -140,7 +140,7 @@ class LiveBoard:
         """Every incident worth showing: recent ones, with the detector's unresolved ones (which survive
         a restart in its changelog table while the recent list does not) taking precedence."""
         merged = dict(self.incidents)
-        for ex in self.detector.exchanges_.values():
+        for ex in self.detector.view.values():
             for inc in [ex.incident, *(c.incident for c in ex.chains.values())]:
                 if inc is None:
                     continue
@@ -151,8 +151,8 @@ class LiveBoard:
 
     def cells(self) -> list[dict[str, Any]]:
         rows = []
-        for name in sorted(self.detector.exchanges_):
-            ex = self.detector.exchanges_[name]
+        for name in sorted(self.detector.view):
+            ex = self.detector.view[name]
             for chain in sorted(ex.chains):
                 c = ex.chains[chain]
                 state = cell_state(self.detector, name, chain)
@@ -224,8 +224,8 @@ class LiveBoard:
             "version": self.version,
             "states": [{"state": s, "label": LABELS[s]} for s in STATES],
             "counts": counts,
-            "exchanges": sorted(self.detector.exchanges_),
-            "budgets": [asdict(self.detector.budget(name)) for name in sorted(self.detector.exchanges_)],
+            "exchanges": sorted(self.detector.view),
+            "budgets": [asdict(self.detector.budget(name)) for name in sorted(self.detector.view)],
             "chains": self.chains(),
             "cells": cells,
             "incidents": self.incident_rows(limit=50),

@@ -21,8 +21,9 @@ from connectors.publisher import ensure_topics
 from haltwatch.local import PipelineProcesses
 from schemas.codec import encode
 from schemas.records import ChainHead, Direction, TransferEvent
-from streams.app import HEAD_SAVE_EVERY_S, part_key
 from streams.detection import DetectionPolicy, ManualClock, OutageDetector
+from streams.worker.detect import HEAD_SAVE_EVERY_S
+from streams.worker.state import part_key
 
 PARTITIONS = 2
 EXCHANGE_PARTITION = 1
@@ -62,7 +63,7 @@ class Trace:
 
 def whole_state_as_saved_before(trace: Trace, last_block: int) -> dict:
     """What an earlier worker saved for okx after ``last_block``: the whole state, hour arrays as numbers."""
-    detector = OutageDetector(DetectionPolicy(), ManualClock(0), correlate=False)
+    detector = OutageDetector(DetectionPolicy(), ManualClock(0))
     for record in trace.blocks(1, last_block):
         if isinstance(record, TransferEvent):
             detector.on_transfer(record)
@@ -71,7 +72,7 @@ def whole_state_as_saved_before(trace: Trace, last_block: int) -> dict:
     state = detector.export("okx")
     del state["chain_names"]
     for name, chain in state["chains"].items():
-        rate = detector.exchanges_["okx"].chains[name].rate
+        rate = detector.view["okx"].chains[name].rate
         chain["rate"]["ew"], chain["rate"]["xw"] = list(rate.events_w), list(rate.exposure_w)
     return {"partition": EXCHANGE_PARTITION, "state": state}
 
@@ -255,10 +256,10 @@ def test_a_withdrawal_rewrites_its_chain_part_and_the_exchange_part_only_when_it
         exchange_part = latest["okx"]["state"]
         assert exchange_part["last"][1] != "0xbetatx00000044", "the payouts alone left the exchange-wide part"
 
-        restored = OutageDetector(DetectionPolicy(), ManualClock(0), correlate=False)
+        restored = OutageDetector(DetectionPolicy(), ManualClock(0))
         chains = {c: latest[part_key("okx", c)]["state"] for c in exchange_part["chain_names"]}
         restored.restore_parts("okx", exchange_part, chains)
-        last = restored.exchanges_["okx"]
+        last = restored.view["okx"]
         # block 44 pays on both chains at the same time; beta's payout is read after alpha's
         assert (last.last_time, last.last_tx, last.last_chain) == (T0 + 44 * BLOCK_S, "0xbetatx00000044", "beta")
     finally:

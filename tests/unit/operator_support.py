@@ -17,7 +17,7 @@ class Feed:
 
     def __init__(self, exchange: str = "okx", chain: str = "ethereum", seed: int = 3) -> None:
         self.clock = ManualClock(1_000.0)
-        self.detector = OutageDetector(DetectionPolicy(), self.clock, correlate=False)
+        self.detector = OutageDetector(DetectionPolicy(), self.clock)
         self.monitor = ChainMonitor(self.clock)
         self.exchange, self.chain = exchange, chain
         self.rng = random.Random(seed)
@@ -43,10 +43,10 @@ class Feed:
             for _ in range(poisson(self.rng, per_block)):
                 event = self.transfer(block_hash)
                 self.transfers.append(event)
-                self.outputs += self.detector.on_transfer(event)
+                self.outputs += self.detector.on_transfer(event).outputs
                 self.on_transfer(event)
             head = ChainHead(self.chain, self.number, block_hash, f"0x{self.number - 1:064x}", self.time,
                              self.clock.now())
-            self.outputs += self.detector.on_head(head)
+            self.outputs += self.detector.on_head(head).outputs
             self.monitor.on_head(head)
             self.on_head(head)

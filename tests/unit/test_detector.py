@@ -14,7 +14,7 @@ import pytest
 
 from haltwatch.traffic import poisson
 from schemas import ChainHead, CorrelatedIncident, Direction, OutageEvent, OutageState, TransferEvent
-from streams.detection import EXCHANGE_WIDE, DetectionPolicy, ManualClock, OutageDetector
+from streams.detection import EXCHANGE_WIDE, Changes, DetectionPolicy, IncidentCorrelator, ManualClock, OutageDetector
 from streams.detection.detector import DEGRADED_MIN_PAYOUTS
 
 T0 = 1_700_000_000 - 1_700_000_000 % 86_400  # midnight UTC
@@ -37,6 +37,7 @@ class Sim:
     txs: int = 0
     outputs: list[OutageEvent | CorrelatedIncident] = field(default_factory=list)
     last_withdrawal: dict[tuple[str, str], TransferEvent] = field(default_factory=dict)
+    correlator: IncidentCorrelator | None = None
 
     def last_paid(self, exchange: str) -> int:
         """Block time of the exchange's last withdrawal on any chain."""
@@ -44,6 +45,13 @@ class Sim:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+
+    def take(self, outages: list[OutageEvent]) -> None:
+        """The detector's outage events, and the correlated incidents they form (as the worker chains them)."""
+        self.outputs += outages
+        if self.correlator is not None:
+            for outage in outages:
+                self.outputs += self.correlator.on_outage(outage)
 
     def head(self, chain: str, t: int) -> ChainHead:
         n = self.numbers.get(chain, 0) + 1
@@ -77,9 +85,9 @@ class Sim:
                 for b in range(poisson(self.rng, mean)):
                     for i in range(size):
                         paid = self.withdrawal(exchange, chain, t, b * size + i)
-                        self.outputs += self.detector.on_transfer(paid)
+                        self.take(self.detector.on_transfer(paid).outputs)
                         self.last_withdrawal[(exchange, chain)] = paid
-            self.outputs += self.detector.on_head(self.head(chain, t))
+            self.take(self.detector.on_head(self.head(chain, t)).outputs)
             nxt[chain] = t + self.intervals[chain]
         self.now = end
         return self.outputs[start:]
@@ -145,7 +153,7 @@ def test_batched_payouts_do_not_alarm_but_a_halt_still_does(detector):
     sim = Sim(detector, {"ethereum": 12}, {("bybit", "ethereum"): 240}, batch={("bybit", "ethereum"): 12})
     days = sim.run(2 * 86_400)
     assert quiet(days), f"bursts every ~3 min with pauses are normal here: {states(days)}"
-    tail = detector.exchanges_["bybit"].chains["ethereum"].tail
+    tail = detector.view["bybit"].chains["ethereum"].tail
     assert tail.beta < 0.3, "the gap tail learned the batching (Poisson would be ~1)"
     assert ("open", ["ethereum"]) in states(sim.run(3 * HOUR, halted({"bybit"})))
 
@@ -260,7 +268,7 @@ def test_chain_stall_and_lost_feed_never_open_an_outage(detector):
     sim.run(6 * HOUR)
     # stall: two hours without a block, then consecutive blocks without payouts for a minute
     n = sim.numbers["ethereum"]
-    out = detector.on_head(ChainHead("ethereum", n + 1, "0xs1", "0xs0", sim.now + 2 * HOUR, 0.0))
+    out = detector.on_head(ChainHead("ethereum", n + 1, "0xs1", "0xs0", sim.now + 2 * HOUR, 0.0)).outputs
     sim.numbers["ethereum"] = n + 1
     sim.now += 2 * HOUR
     out += sim.run(60, halted({"okx"}))
@@ -282,7 +290,7 @@ def test_a_lone_payout_during_a_halt_keeps_one_incident(detector):
     sim.run(6 * HOUR)
     events = sim.run(30 * 60, halted({"okx"}))
     incident = next(e for e in events if isinstance(e, OutageEvent) and e.state is OutageState.OPEN)
-    events = detector.on_transfer(sim.withdrawal("okx", "ethereum", sim.now, 0))  # one manual payout
+    events = detector.on_transfer(sim.withdrawal("okx", "ethereum", sim.now, 0)).outputs  # one manual payout
     events += sim.run(30 * 60, halted({"okx"}))
     assert [e for e in events if isinstance(e, OutageEvent)] == [], "still the same open incident"
     resolved = [e for e in sim.run(HOUR) if isinstance(e, OutageEvent)]
@@ -314,9 +322,9 @@ def test_a_collapse_is_reported_with_the_evidence_that_crossed_its_threshold(det
     not the evidence of the current silence, which is far below any threshold during a collapse."""
     sim = Sim(detector, {"tron": 3}, {("htx", "tron"): 900})
     sim.run(24 * HOUR)
-    track = detector.exchanges_["htx"].chains["tron"]
+    track = detector.view["htx"].chains["tron"]
     threshold = detector._threshold(track.rate.overall() * detector.policy.budget_s,
-                                    detector._tests(detector.exchanges_["htx"]))
+                                    detector._tests(detector.view["htx"]))
     events = [e for e in sim.run(HOUR, lambda ex, ch, t: 0.1) if isinstance(e, OutageEvent)]
     collapses = [e for e in events if e.state is OutageState.DEGRADED and e.reason.startswith("payout rate")]
     assert collapses, f"the rate test must report the collapse: {states(events)}"
@@ -330,14 +338,14 @@ def test_a_collapse_is_reported_with_the_evidence_that_crossed_its_threshold(det
 def test_reorged_last_withdrawal_moves_the_incident_start(detector):
     sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
     sim.run(6 * HOUR)
-    track = detector.exchanges_["okx"].chains["ethereum"]
+    track = detector.view["okx"].chains["ethereum"]
     last, before = track.recent[-1], track.recent[-2]
     events = sim.run(HOUR, halted({"okx"}))
     opened = next(e for e in events if isinstance(e, OutageEvent) and e.state is OutageState.OPEN)
     assert opened.started_at == last.time
     orphan = replace(sim.last_withdrawal[("okx", "ethereum")], removed=True)
     assert orphan.event_id == last.event_id
-    (moved,) = detector.on_transfer(orphan)
+    (moved,) = detector.on_transfer(orphan).outputs
     assert isinstance(moved, OutageEvent)
     assert (moved.outage_id, moved.state, moved.started_at) == (opened.outage_id, OutageState.OPEN, before.time)
     assert moved.version == opened.version + 1
@@ -346,7 +354,7 @@ def test_reorged_last_withdrawal_moves_the_incident_start(detector):
 def test_redelivered_events_are_counted_once(detector):
     sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
     sim.run(HOUR)
-    track = detector.exchanges_["okx"].chains["ethereum"]
+    track = detector.view["okx"].chains["ethereum"]
     before = (track.withdrawals, track.u_total, track.head_number)
     n = sim.numbers["ethereum"]
     for number in range(n - 5, n + 1):  # a consumer restarted from an older offset sees these again
@@ -360,10 +368,10 @@ def test_redelivered_events_are_counted_once(detector):
 def test_deposits_and_unknown_retractions_change_nothing(detector):
     sim = Sim(detector, {"ethereum": 12}, {})
     deposit = replace(sim.withdrawal("okx", "ethereum", T0, 0), direction=Direction.DEPOSIT)
-    assert detector.on_transfer(deposit) == []
+    assert detector.on_transfer(deposit).outputs == []
     assert detector.exchanges() == set()
     retracted = replace(sim.withdrawal("okx", "ethereum", T0, 1), removed=True)
-    assert detector.on_transfer(retracted) == []
+    assert detector.on_transfer(retracted).outputs == []
 
 
 def test_state_survives_export_and_restore_mid_outage(detector):
@@ -407,7 +415,7 @@ def saved(value: dict) -> dict:
 
 
 def last_payout(detector: OutageDetector, exchange: str) -> tuple:
-    ex = detector.exchanges_[exchange]
+    ex = detector.view[exchange]
     return ex.last_seq, ex.last_time, ex.last_tx, ex.last_chain, ex.snapshot
 
 
@@ -418,15 +426,22 @@ def test_a_withdrawal_leaves_the_exchange_wide_part_saved_before_still_right_but
     has the live exchange's last payout."""
     sim = Sim(detector, {"ethereum": 12, "tron": 3}, {("okx", "ethereum"): 300, ("okx", "tron"): 600})
     sim.run(12 * HOUR)
-    shape = detector.exchange_shape("okx")
-    assert shape == (2, False)
     exchange_part = saved(detector.export_exchange("okx"))
     stale = {c: saved(detector.export_chain("okx", c)) for c in ("ethereum", "tron")}
+    changed: set[tuple[str, str | None]] = set()
+    on_transfer = detector.on_transfer
+
+    def recording(event: TransferEvent) -> Changes:
+        changes = on_transfer(event)
+        changed.update(changes.parts)
+        return changes
+
+    detector.on_transfer = recording  # type: ignore[method-assign]
     assert [e for e in sim.run(HOUR) if isinstance(e, OutageEvent)] == []
-    assert detector.exchange_shape("okx") == shape, "nothing the exchange-wide part holds besides the last payout"
-    paid_last = detector.exchanges_["okx"].last_chain
+    assert changed == {("okx", "ethereum"), ("okx", "tron")}, "the withdrawals changed their chains' parts alone"
+    paid_last = detector.view["okx"].last_chain
     assert paid_last is not None
-    assert detector.exchanges_["okx"].last_seq > exchange_part["last_seq"]
+    assert detector.view["okx"].last_seq > exchange_part["last_seq"]
     fresh = OutageDetector(detector.policy, ManualClock(0))
     fresh.restore_parts("okx", exchange_part, {**stale, paid_last: saved(detector.export_chain("okx", paid_last))})
     assert last_payout(fresh, "okx") == last_payout(detector, "okx")
@@ -440,7 +455,7 @@ def test_a_retracted_last_payout_travels_in_the_part_of_its_chain(detector):
     sim.run(12 * HOUR)
     exchange_part = saved(detector.export_exchange("okx"))
     stale = {c: saved(detector.export_chain("okx", c)) for c in ("ethereum", "tron")}
-    ex = detector.exchanges_["okx"]
+    ex = detector.view["okx"]
     chain, block_hash, tx, log_index, _ = ex.chains[ex.last_chain].recent[-1].event_id.split(":")
     assert tx == ex.last_tx
     before = last_payout(detector, "okx")
@@ -463,14 +478,14 @@ def test_a_state_saved_with_hour_arrays_as_numbers_still_restores(detector):
     assert isinstance(rate["ew"], str), "arrays are packed"
     fresh = OutageDetector(detector.policy, ManualClock(0))
     fresh.restore("okx", whole)
-    unpacked = fresh.exchanges_["okx"].chains["ethereum"].rate
+    unpacked = fresh.view["okx"].chains["ethereum"].rate
     as_numbers = dict(rate, ew=list(unpacked.events_w), xw=list(unpacked.exposure_w))
     old = dict(whole, chains={"ethereum": dict(whole["chains"]["ethereum"], rate=as_numbers)})
     older = OutageDetector(detector.policy, ManualClock(0))
     older.restore("okx", orjson.loads(orjson.dumps(old)))
     assert older.export("okx") == whole
     assert sum(unpacked.exposure_w) > 0
-    assert list(unpacked.events_w) == list(detector.exchanges_["okx"].chains["ethereum"].rate.events_w)
+    assert list(unpacked.events_w) == list(detector.view["okx"].chains["ethereum"].rate.events_w)
 
 
 def test_a_truncated_hour_array_is_refused(detector):
@@ -485,9 +500,11 @@ def test_a_truncated_hour_array_is_refused(detector):
 def test_correlated_halts_of_three_exchanges_are_grouped_with_their_common_cause():
     metadata = {ex: {"provider": "alibaba-cloud", "region": "cn-hongkong"} for ex in ("okx", "kucoin", "gate")}
     metadata["gate"] = {"provider": "alibaba-cloud", "region": "ap-southeast-1"}
-    detector = OutageDetector(DetectionPolicy(), ManualClock(0), metadata=metadata)
+    policy = DetectionPolicy()
+    detector = OutageDetector(policy, ManualClock(0))
+    correlator = IncidentCorrelator(policy.correlation_window_s, detector.clock, metadata)
     rates = {(ex, "tron"): 600.0 for ex in ("okx", "kucoin", "gate", "binance")}
-    sim = Sim(detector, {"tron": 3}, rates)
+    sim = Sim(detector, {"tron": 3}, rates, correlator=correlator)
     sim.run(12 * HOUR)
     out = sim.run(HOUR, halted({"okx", "kucoin", "gate"}))
     groups = [e for e in out if isinstance(e, CorrelatedIncident)]
@@ -518,7 +535,7 @@ def test_policy_rejects_nonsense(kwargs, message):
 def test_replacement_block_after_a_reorg_counts_while_redeliveries_do_not(detector):
     sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
     sim.run(HOUR)
-    track = detector.exchanges_["okx"].chains["ethereum"]
+    track = detector.view["okx"].chains["ethereum"]
     old = track.recent[-1]
     orphan = replace(sim.withdrawal("okx", "ethereum", old.time, int(old.event_id.split(":")[3])), tx_hash=old.tx,
                      removed=True, block_number=old.block, block_hash=f"0xethereum{old.block}")
@@ -540,7 +557,7 @@ def test_replacement_block_after_a_reorg_counts_while_redeliveries_do_not(detect
 def test_skipped_slots_are_credited_when_the_parent_links(detector):
     sim = Sim(detector, {"solana": 12}, {("okx", "solana"): 360})
     sim.run(HOUR)
-    track = detector.exchanges_["okx"].chains["solana"]
+    track = detector.view["okx"].chains["solana"]
     n, before = sim.numbers["solana"], track.u_total
     skipped = ChainHead("solana", n + 3, "0xafter-skip", f"0xsolana{n}", sim.now + 12, 0.0)  # slots n+1, n+2 skipped
     detector.on_head(skipped)

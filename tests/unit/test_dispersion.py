@@ -161,7 +161,7 @@ def test_the_detector_learns_how_much_a_chain_swings_and_reports_its_budget(sd: 
     detector = OutageDetector(DetectionPolicy(), ManualClock(0.0))
     sim = Sim(detector, {"tron": 3}, {("okx", "tron"): 600})
     events = sim.run(2 * 86_400, _swinging(sd, 5))
-    c = detector.exchanges_["okx"].chains["tron"]
+    c = detector.view["okx"].chains["tron"]
     if swinging:
         true_var = math.exp(sd * sd) - 1  # 0.17
         assert 0.5 * true_var < c.tail.swing_var < 1.6 * true_var
@@ -178,9 +178,9 @@ def test_an_alarm_reports_the_evidence_that_crossed_its_threshold() -> None:
     detector = OutageDetector(DetectionPolicy(), ManualClock(0.0))
     sim = Sim(detector, {"tron": 3}, {("okx", "tron"): 600})
     sim.run(2 * 86_400, _swinging(0.4, 6))
-    c = detector.exchanges_["okx"].chains["tron"]
+    c = detector.view["okx"].chains["tron"]
     gaps = c.rate.overall() * detector.policy.budget_s
-    threshold = detector._threshold(gaps, detector._tests(detector.exchanges_["okx"]))
+    threshold = detector._threshold(gaps, detector._tests(detector.view["okx"]))
     opened = [e for e in sim.run(3600, lambda ex, ch, t: 0.0)
               if isinstance(e, OutageEvent) and e.state is OutageState.OPEN]
     assert opened

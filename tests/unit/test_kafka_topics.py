@@ -68,7 +68,8 @@ def test_the_connectors_topics_get_the_replication_factor(monkeypatch: pytest.Mo
 
 
 def test_the_worker_creates_its_topics_and_faust_its_own_with_the_replication_factor(tmp_path: Any) -> None:
-    from streams.app import WorkerSettings, create_app
+    from streams.app import create_app
+    from streams.worker.settings import WorkerSettings
 
     app: Any = create_app(WorkerSettings(replication_factor=3, data_dir=tmp_path / "worker"))
     assert app.replication_factor == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.app import is_chain_part_key, part_key
+from streams.worker.state import is_chain_part_key, part_key
 
 
 @pytest.mark.parametrize(

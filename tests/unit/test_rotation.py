@@ -73,7 +73,7 @@ def test_outage_explained_by_a_rotation_has_lower_confidence_and_says_so(watch):
     for i in range(5):
         suggestion = watch.observe(sim.now - 300 + i, f"0xp{i}", "native", ETH, NEW, user(i))
     assert suggestion is not None
-    assert detector.on_suggestion(suggestion) == []  # nothing open yet: just remembered
+    assert detector.on_suggestion(suggestion).outputs == []  # nothing open yet: just remembered
     events = [e for e in sim.run(HOUR, halted({"okx"})) if isinstance(e, OutageEvent)]
     opened = next(e for e in events if e.state is OutageState.OPEN)
     assert "hot-wallet rotation" in opened.reason and NEW in opened.reason
@@ -91,7 +91,7 @@ def test_rotation_seen_during_an_open_outage_updates_it(watch):
     for i in range(5):
         suggestion = watch.observe(sim.now - 50 + i, f"0xp{i}", "native", ETH, NEW, user(i))
     assert suggestion is not None
-    (updated,) = detector.on_suggestion(suggestion)
+    (updated,) = detector.on_suggestion(suggestion).outputs
     assert isinstance(updated, OutageEvent)
     assert (updated.outage_id, updated.version, updated.state) == (opened.outage_id, opened.version + 1, opened.state)
     assert updated.confidence == pytest.approx(opened.confidence * 0.5)

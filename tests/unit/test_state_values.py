@@ -14,8 +14,8 @@ from collections.abc import Callable
 import orjson
 
 from schemas import ChainHead, Direction, TransferEvent
-from streams.app import part_value, stored_json
 from streams.detection import DetectionPolicy, ManualClock, OutageDetector
+from streams.worker.state import part_value, stored_json
 
 T0 = 1_767_225_600
 CHAINS = ("alpha", "beta")
@@ -36,7 +36,7 @@ def allocated_per_value(make: Callable[[], bytes]) -> tuple[float, int]:
 
 def busy_detector() -> OutageDetector:
     """A detector whose okx state on two chains looks like a replay's: payouts, heads, hour arrays."""
-    detector = OutageDetector(DetectionPolicy(), ManualClock(0), correlate=False)
+    detector = OutageDetector(DetectionPolicy(), ManualClock(0))
     for n in range(1, 200):
         for chain in CHAINS:
             t = T0 + n * 30

@@ -10,7 +10,7 @@ import pytest
 
 from schemas import ChainHead, Direction, OutageState, TransferEvent
 from streams.detection import DetectionPolicy, ManualClock, OutageDetector
-from streams.detection.detector import Incident
+from streams.detection.state import Incident
 from streams.store.report import duration, outage_lines, parse_since, status_lines
 from streams.store.status import next_version, snapshot
 
@@ -22,7 +22,7 @@ class Traffic:
     """Blocks on two chains; an exchange paying out ~600/h on each unless halted there."""
 
     def __init__(self) -> None:
-        self.detector = OutageDetector(DetectionPolicy(), ManualClock(), correlate=False)
+        self.detector = OutageDetector(DetectionPolicy(), ManualClock())
         self.rng = random.Random(7)
         self.numbers = dict.fromkeys(CHAINS, 0)
         self.now = T0
@@ -44,8 +44,9 @@ class Traffic:
                 self.outputs += self.detector.on_transfer(TransferEvent(
                     chain, n, f"0x{chain}{n}", t, f"0xtx{self.tx}", 0, "native", "1", 18, "0xhot", "0xu",
                     exchange, Direction.WITHDRAWAL,
-                ))
-            self.outputs += self.detector.on_head(ChainHead(chain, n, f"0x{chain}{n}", f"0x{chain}{n - 1}", t, t))
+                )).outputs
+            head = ChainHead(chain, n, f"0x{chain}{n}", f"0x{chain}{n - 1}", t, t)
+            self.outputs += self.detector.on_head(head).outputs
             nxt[chain] = t + CHAINS[chain]
         self.now = end
 
@@ -60,7 +61,7 @@ def test_warm_exchange_reports_ok_with_last_withdrawal_gap_and_rate():
     rows = by_chain(snapshot(traffic.detector, {"okx"}, now=T0 + 10_800.5))
     assert set(rows) == set(CHAINS)
     eth = rows["ethereum"]
-    track = traffic.detector.exchanges_["okx"].chains["ethereum"]
+    track = traffic.detector.view["okx"].chains["ethereum"]
     assert eth["state"] == "ok" and eth["outage_id"] == ""
     assert eth["last_withdrawal_time"] == track.last.time
     assert eth["head_time"] == track.head_time
@@ -95,7 +96,7 @@ def test_every_halted_chain_shows_the_incident_covering_it():
     traffic = Traffic()
     traffic.run(3 * 3600)
     traffic.run(1800, halted=frozenset(CHAINS))
-    ex = traffic.detector.exchanges_["okx"]
+    ex = traffic.detector.view["okx"]
     rows = by_chain(snapshot(traffic.detector, {"okx"}))
     assert {r["state"] for r in rows.values()} == {"open"}
     for chain, row in rows.items():
@@ -107,7 +108,7 @@ def test_exchange_wide_incident_wins_a_tie_and_covers_only_its_scope():
     traffic = Traffic()
     traffic.run(3 * 3600)
     traffic.run(1800, halted=frozenset({"ethereum"}))
-    ex = traffic.detector.exchanges_["okx"]
+    ex = traffic.detector.view["okx"]
     chain_incident = ex.chains["ethereum"].incident
     assert chain_incident is not None
     ex.incident = Incident(replace(chain_incident.last, outage_id="wide", scope=["ethereum"]))

@@ -1,0 +1,215 @@
+"""The detector's state: what it knows per exchange and per (exchange, chain), and read-only views of it.
+
+The engine (:mod:`.detector`) is the only writer. Everything that reports on the state (status rows, the live
+board, metrics, the worker's ``/detector`` view) reads it through :class:`ExchangeView` and :class:`ChainView`,
+protocols without setters, so that a reader cannot change what a decision depends on. How the state is
+written to and read back from the worker's changelog table is :mod:`.state_codec`'s business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from schemas.records import CorrelatedIncident, LabelSuggestion, OutageEvent, OutageState
+from streams.detection.baseline import GapTail, SeasonalRate
+from streams.detection.budget import BudgetCheck
+
+Output = OutageEvent | CorrelatedIncident
+Part = tuple[str, str | None]
+"""A saved part of the state: (exchange, chain), or (exchange, None) for the exchange-wide part."""
+EXCHANGE_WIDE = "*"
+"""Scope key of an exchange-wide incident; its ``scope`` lists the exchange's active chains."""
+
+
+@dataclass(slots=True)
+class Changes:
+    """What the detector did with one event: the outage events it decided and the state parts it changed.
+
+    The worker saves ``parts`` before it acknowledges the event (a decision depends on them) and
+    ``progressed`` when it gets round to it: a head that only credited chain time changes every tracked
+    (exchange, chain) of its chain, and a credit lost in a crash delays a later decision, never causes one.
+    """
+
+    outputs: list[OutageEvent] = field(default_factory=list)
+    parts: set[Part] = field(default_factory=set)
+    progressed: set[Part] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Withdrawal:
+    event_id: str
+    block: int
+    time: int
+    tx: str
+    u_at: float | None
+    """The chain's cumulative expected withdrawals when it happened; filled in by its block's head."""
+
+
+@dataclass(slots=True)
+class Incident:
+    """One incident's lifecycle, from which its :class:`OutageEvent` versions are built."""
+
+    last: OutageEvent
+    resume_count: int = 0
+    resume_time: int | None = None
+    resume_u: float = 0.0
+    """The chain's cumulative expected withdrawals at the first payout after the silence."""
+    recover: float = 0.0
+    """Evidence (nats) that a degraded rate is back to normal."""
+
+    @property
+    def state(self) -> OutageState:
+        return self.last.state
+
+
+@dataclass(slots=True)
+class ChainTrack:
+    """Everything known about one exchange on one chain."""
+
+    chain: str
+    rate: SeasonalRate
+    tail: GapTail = field(default_factory=GapTail)
+    head_number: int = -1
+    head_time: int | None = None
+    head_hash: str = ""
+    interval_s: float | None = None
+    """Typical block interval of the chain (moving average of normal intervals)."""
+    u_total: float = 0.0
+    recent: list[Withdrawal] = field(default_factory=list)
+    withdrawals: int = 0
+    exposure_s: float = 0.0
+    pending: list[list[float]] = field(default_factory=list)
+    """Exposure credited during the current gap as [block_time, seconds]; learned when the gap ends."""
+    pending_events: int = 0
+    pending_ids: set[str] = field(default_factory=set)
+    tainted: bool = False
+    """An incident touched the current gap: it must not be learned as normal."""
+    drop: float = 0.0
+    drop_payouts: int = 0
+    """Payouts seen since ``drop`` last left zero: a collapse with payouts is degraded, without them a silence."""
+    drop_m: float = 0.0
+    drop_n: float = 0.0
+    """Payouts owed and made since ``drop`` last left zero (gap-tail units), for a chain whose rate swings:
+    its ``drop`` is then :func:`collapse_llr` of the two rather than a running Poisson sum."""
+    incident: Incident | None = None
+    check: BudgetCheck = field(default_factory=BudgetCheck)
+    """How often its normal gaps' evidence passed the check level (the measured budget)."""
+    warm: bool = False
+    """Past warm-up (enough withdrawals and exposure); once warm, always warm."""
+    quiet_from_u: float | None = None
+    """``u_total`` when an exchange-wide incident covering this chain resolved before the chain paid again
+    (None once it has). The chain's silence until then was that incident's; had it counted, a chain that
+    resumes a few blocks after the others would open an incident of its own the moment the exchange-wide
+    one resolved, and resolve it a few blocks later."""
+
+    @property
+    def last(self) -> Withdrawal | None:
+        return self.recent[-1] if self.recent else None
+
+    def reset_drop(self) -> None:
+        self.drop, self.drop_payouts, self.drop_m, self.drop_n = 0.0, 0, 0.0, 0.0
+
+    def gap_u(self) -> float:
+        """Expected withdrawals since the last payout (or since an exchange-wide incident resolved)."""
+        last = self.last
+        if last is None or last.u_at is None:
+            return 0.0
+        start = last.u_at if self.quiet_from_u is None else max(last.u_at, self.quiet_from_u)
+        return self.u_total - start
+
+
+@dataclass(slots=True)
+class ExchangeTrack:
+    exchange: str
+    chains: dict[str, ChainTrack] = field(default_factory=dict)
+    snapshot: dict[str, float | None] = field(default_factory=dict)
+    """Each chain's u_total at the exchange's last withdrawal on any chain (None: its head is pending)."""
+    last_time: int | None = None
+    last_tx: str | None = None
+    last_chain: str | None = None
+    incident: Incident | None = None
+    suggestions: dict[str, LabelSuggestion] = field(default_factory=dict)
+    """Latest likely hot-wallet rotation per chain."""
+    last_seq: int = 0
+    """Counts the changes of the last payout and the snapshot, which every saved part carries: a restore
+    takes them from the part that carries the highest count (see :meth:`OutageDetector.export_chain`)."""
+
+    def note_last(self) -> None:
+        self.last_seq += 1
+
+
+def outage_id(exchange: str, scope: str, anchor: str) -> str:
+    """Stable incident id: the same gap after the same last withdrawal always gets the same id."""
+    return hashlib.sha256(f"{exchange}|{scope}|{anchor}".encode()).hexdigest()[:24]
+
+
+
+class IncidentView(Protocol):
+    """An incident as a reader sees it."""
+
+    @property
+    def last(self) -> OutageEvent: ...
+
+    @property
+    def state(self) -> OutageState: ...
+
+
+class RateView(Protocol):
+    def at(self, t: int) -> float: ...
+
+
+class WithdrawalView(Protocol):
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def time(self) -> int: ...
+
+    @property
+    def tx(self) -> str: ...
+
+
+class ChainView(Protocol):
+    """One (exchange, chain) as a reader sees it."""
+
+    @property
+    def chain(self) -> str: ...
+
+    @property
+    def head_number(self) -> int: ...
+
+    @property
+    def head_time(self) -> int | None: ...
+
+    @property
+    def withdrawals(self) -> int: ...
+
+    @property
+    def warm(self) -> bool: ...
+
+    @property
+    def incident(self) -> IncidentView | None: ...
+
+    @property
+    def last(self) -> WithdrawalView | None: ...
+
+    @property
+    def rate(self) -> RateView: ...
+
+    def gap_u(self) -> float: ...
+
+
+class ExchangeView(Protocol):
+    """One exchange as a reader sees it."""
+
+    @property
+    def exchange(self) -> str: ...
+
+    @property
+    def chains(self) -> Mapping[str, ChainView]: ...
+
+    @property
+    def incident(self) -> IncidentView | None: ...
