@@ -1,11 +1,11 @@
 """JSON over HTTP for the node APIs that are not websockets: Solana JSON-RPC, Esplora REST, Tron's HTTP API.
 
-Transient trouble is retried here, a bounded number of times with jittered exponential waits (tenacity):
-HTTP 429 and 5xx gateway errors, timeouts, and a body that is not JSON (a proxy's error page, a cut
-response). Every body we cannot use is handed to ``on_bad_payload`` with the raw text and the reason, so it
-reaches the dead-letter topic instead of vanishing. Everything else propagates as a typed error; the
-connector then reconnects (maybe to another endpoint) and reads again from its checkpoint, so giving up
-here never loses a block.
+Transient trouble is retried here, a bounded number of times with jittered exponential waits
+(:func:`connectors.backoff.retried`): HTTP 429 and 5xx gateway errors, timeouts, and a body that is not JSON
+(a proxy's error page, a cut response); :func:`retry_reason` says which. Every body we cannot use is handed
+to ``on_bad_payload`` with the raw text and the reason, so it reaches the dead-letter topic instead of
+vanishing. Everything else propagates as a typed error; the connector then reconnects (maybe to another
+endpoint) and reads again from its checkpoint, so giving up here never loses a block.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from connectors.backoff import RetryPolicy, retried
 
 BadPayloadHandler = Callable[[str, str], None]
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -51,11 +52,18 @@ class OversizedPayload(BadPayload):
     """The body is larger than allowed; asking again would not help."""
 
 
-def transient(exc: BaseException) -> bool:
-    """Worth the same request again after a wait."""
+def retry_reason(exc: BaseException) -> str | None:
+    """Why the same request is worth making again after a wait (the retry metric's reason), None when not:
+    a 404, a refused connection (the connector reconnects instead) or an oversized body (it would be again)."""
     if isinstance(exc, HttpError):
-        return exc.status in RETRIED_STATUS
-    return isinstance(exc, RequestTimeout | BadPayload) and not isinstance(exc, OversizedPayload)
+        if exc.status not in RETRIED_STATUS:
+            return None
+        return "rate_limited" if exc.status == 429 else "http_error"
+    if isinstance(exc, RequestTimeout):
+        return "timeout"
+    if isinstance(exc, BadPayload) and not isinstance(exc, OversizedPayload):
+        return "bad_payload"
+    return None
 
 
 class JsonHttp:
@@ -93,25 +101,9 @@ class JsonHttp:
             await self._session.close()
             self._session = None
 
-    def _before_sleep(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, HttpError):
-            self.on_retry("rate_limited" if exc.status == 429 else "http_error")
-        else:
-            self.on_retry("timeout" if isinstance(exc, RequestTimeout) else "bad_payload")
-
     async def _retried(self, method: str, path: str, body: Any, as_json: bool) -> Any:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(transient),
-            wait=wait_exponential_jitter(multiplier=0.25, max=self.max_wait_s),
-            stop=stop_after_attempt(self.attempts),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._once(method, path, body, as_json)
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+        return await retried(lambda: self._once(method, path, body, as_json), f"{method} {self.base_url}{path}",
+                             retry_reason, RetryPolicy(self.attempts, max_wait_s=self.max_wait_s), self.on_retry)
 
     async def get_json(self, path: str) -> Any:
         return await self._retried("GET", path, None, True)

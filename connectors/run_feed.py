@@ -1,7 +1,8 @@
 """Process wiring for ``haltwatch connect`` (every family) and ``haltwatch backfill``: Kafka, labels, metrics, signals.
 
 Kept out of the CLI so the command functions stay a list of options, and so tests and the benchmark can start
-the same wiring in-process. The option parsing of the non-EVM families lives here too (:func:`feed_for`).
+the same wiring in-process. The option parsing of every family lives here too (:func:`feed_for`), so that
+``connect`` is one path (options, :func:`feed_for`, :func:`run_feed`) whatever the chain.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from connectors.addresses import tron_address
 from connectors.block_layout import TransferLayout
 from connectors.checkpoint import EXIT_CHECKPOINT, CheckpointError, CheckpointFile
 from connectors.family import ChainFamily
-from connectors.feed import ChainFeed, FeedConfig
 from connectors.feed_loop import FeedLoop, FeedSettings, WrongNetwork
 from connectors.label_watch import LabelSource
 from connectors.labels import LabelError, describe
@@ -54,6 +54,14 @@ def load_labels(config: FeedSettings, paths: Sequence[Path]) -> LabelSource:
 def split_values(values: Sequence[str]) -> tuple[str, ...]:
     """Values given as repeated options and/or comma/space separated (as in one environment variable)."""
     return tuple(v for item in values for v in item.replace(",", " ").split() if v)
+
+
+class OptionError(ValueError):
+    """A ``connect`` option that does not fit the chain's family; ``flag`` is the option to fix."""
+
+    def __init__(self, message: str, flag: str) -> None:
+        super().__init__(message)
+        self.flag = flag
 
 
 def parse_headers(values: Sequence[str]) -> dict[str, str]:
@@ -133,10 +141,11 @@ def run_feed(feed_class: type[FeedLoop[S]], config: S, label_paths: Sequence[Pat
 
 @dataclass(frozen=True, slots=True)
 class FeedOptions:
-    """The ``haltwatch connect`` options a non-EVM connector uses, as typed on the command line."""
+    """The ``haltwatch connect`` options, as typed on the command line; each family uses those it has."""
 
     chain: str
     urls: Sequence[str]
+    """HTTP(S) endpoints (not EVM)."""
     ws_urls: Sequence[str] = ()
     confirmations: int = 0
     start_block: int | None = None
@@ -147,20 +156,37 @@ class FeedOptions:
     tokens: Sequence[str] = ()
     reorg_window: int = 0
     max_response_mb: int = 64
+    """The largest message accepted, MB: a websocket frame, an HTTP body."""
     rotation_min_funding: int | None = None
     """None: the family's default (:data:`DEFAULT_ROTATION_FUNDING`)."""
     rotation_min_recipients: int = 20
+    chain_id: int | None = None
+    """EVM: the expected ``eth_chainId``."""
+    lag_blocks: int = 5
+    """EVM: leave a node this many blocks behind another."""
+    lag_check_s: float = 30.0
+    """EVM: seconds between endpoint head checks."""
 
 
 DEFAULT_POLL_S = {ChainFamily.SOLANA: 5.0, ChainFamily.BITCOIN: 30.0, ChainFamily.TRON: 3.0}
 """Seconds without a push before asking the head (Tron: the poll interval, one block)."""
-DEFAULT_ROTATION_FUNDING = {ChainFamily.SOLANA: 500, ChainFamily.BITCOIN: 10, ChainFamily.TRON: 100_000}
+DEFAULT_ROTATION_FUNDING = {ChainFamily.EVM: 50, ChainFamily.SOLANA: 500, ChainFamily.BITCOIN: 10,
+                            ChainFamily.TRON: 100_000}
 """Whole coins a funding of a fresh address must reach to watch it as a possible new hot wallet: large enough
 (tens of thousands of dollars or more) that ordinary user withdrawals are not watched."""
 
 
-def feed_for(family: ChainFamily, options: FeedOptions) -> tuple[type[ChainFeed], FeedConfig]:
-    """The connector class and its configuration for a non-EVM family (ValueError on a bad option)."""
+def _rotation_min_funding(family: ChainFamily, options: FeedOptions) -> int:
+    given = options.rotation_min_funding
+    return DEFAULT_ROTATION_FUNDING[family] if given is None else given
+
+
+def feed_for(family: ChainFamily, options: FeedOptions) -> tuple[type[FeedLoop[Any]], FeedSettings]:
+    """The connector class and its configuration for ``family`` (ValueError on a bad option; an
+    :class:`OptionError` names the option). The families' modules are imported here, on use, so that this
+    family-neutral module does not depend on any of them."""
+    if family is ChainFamily.EVM:
+        return _evm_feed(options)
     from connectors.bitcoin.config import BitcoinConfig
     from connectors.bitcoin.connector import BitcoinConnector
     from connectors.solana.config import SolanaConfig
@@ -168,8 +194,6 @@ def feed_for(family: ChainFamily, options: FeedOptions) -> tuple[type[ChainFeed]
     from connectors.tron.config import TronConfig
     from connectors.tron.connector import TronConnector
 
-    if family is ChainFamily.EVM:
-        raise ValueError("the EVM family has its own connector (connectors.evm)")
     if options.tokens and family is not ChainFamily.TRON:
         raise ValueError(f"--token selects TRC-20 contracts on Tron; {family.value} reads every token it sees")
     common: dict[str, Any] = {
@@ -178,8 +202,7 @@ def feed_for(family: ChainFamily, options: FeedOptions) -> tuple[type[ChainFeed]
         "genesis_hash": options.genesis_hash, "headers": parse_headers(options.headers),
         "head_poll_s": options.poll_s or DEFAULT_POLL_S[family], "reorg_window": options.reorg_window,
         "max_response_bytes": options.max_response_mb * 1024 * 1024,
-        "rotation_min_funding": DEFAULT_ROTATION_FUNDING[family] if options.rotation_min_funding is None
-        else options.rotation_min_funding,
+        "rotation_min_funding": _rotation_min_funding(family, options),
         "rotation_min_recipients": options.rotation_min_recipients,
     }
     if family is ChainFamily.SOLANA:
@@ -190,3 +213,24 @@ def feed_for(family: ChainFamily, options: FeedOptions) -> tuple[type[ChainFeed]
         raise ValueError("Tron's HTTP API has no websocket feed: give --url only (it is polled)")
     tokens = frozenset(tron_address(t) for t in split_values(options.tokens)) or None
     return TronConnector, TronConfig(**common, tokens=tokens)
+
+
+def _evm_feed(options: FeedOptions) -> tuple[type[FeedLoop[Any]], FeedSettings]:
+    """An EVM chain is followed over node websockets only: ``--ws-url`` is required and ``--url`` refused."""
+    from connectors.evm.config import EvmChainConfig, parse_tokens
+    from connectors.evm.connector import EvmConnector
+
+    if not options.ws_urls:
+        raise OptionError("an EVM chain needs at least one node websocket URL", "--ws-url")
+    if options.urls:
+        raise OptionError(f"{options.chain} is an EVM chain, followed over --ws-url; --url is for solana, bitcoin "
+                          "and tron (or say --family)", "--url")
+    config = EvmChainConfig(
+        options.chain, split_values(options.ws_urls), options.confirmations, options.start_block,
+        chain_id=options.chain_id, tokens=parse_tokens(options.tokens), reorg_window=options.reorg_window,
+        lag_blocks=options.lag_blocks, lag_check_s=options.lag_check_s,
+        max_frame_bytes=options.max_response_mb * 1024 * 1024,
+        rotation_min_funding=_rotation_min_funding(ChainFamily.EVM, options),
+        rotation_min_recipients=options.rotation_min_recipients,
+    )
+    return EvmConnector, config

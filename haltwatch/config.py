@@ -6,22 +6,29 @@ shared by every command at the top level, and per-command sections named after t
 
     kafka = "kafka-1:9092,kafka-2:9092"     # every command with a --kafka option
     prefix = "haltwatch"
-    clickhouse_url = "clickhouse://haltwatch:secret@clickhouse:9000/haltwatch"
+    clickhouse-url = "clickhouse://haltwatch:secret@clickhouse:9000/haltwatch"
 
     [worker]
-    web_port = 6066
-    alert_webhook = "https://hooks.slack.com/services/T000/B000/XXXX"
+    web-port = 6066
+    alert-webhook = "https://hooks.slack.com/services/T000/B000/XXXX"
 
     [connect]
     chain = "ethereum"
-    ws_url = ["wss://node-a/ws", "wss://node-b/ws"]
+    ws-url = ["wss://node-a/ws", "wss://node-b/ws"]
     labels = ["labels/ethereum.toml"]     # relative paths are relative to this file
 
-Keys are the options' names with ``_`` or ``-``. The whole file is checked when any command starts, with
-the same converters the command line uses (so limits such as ``partitions >= 1`` hold for the file too):
-an unknown key (with the nearest known one suggested), a wrong type or a value out of range stops the
-program with a message naming the file, the section, the key and the reason. The schema is the commands'
-options, so a new option is configurable from the file without touching this module.
+    [backtest]
+    input = "events.jsonl.gz"             # the flag is --input
+    progress = false                      # --progress/--no-progress: true or false
+
+Keys are the long flag names without the leading ``--``, exactly as typed on the command line (``ws-url``
+for ``--ws-url``, ``input`` for ``--input``), so what ``--help`` shows is what the file takes. A Python
+parameter name (``ws_url``, ``input_path``) is refused with the flag name suggested: accepting both would
+make two spellings of one setting, one of them invisible in ``--help``. The whole file is checked when any
+command starts, with the same converters the command line uses (so limits such as ``partitions >= 1`` hold
+for the file too): an unknown key (with the nearest known one suggested), a wrong type or a value out of
+range stops the program with a message naming the file, the section, the key and the reason. The schema is
+the commands' options, so a new option is configurable from the file without touching this module.
 """
 
 from __future__ import annotations
@@ -43,12 +50,27 @@ class ConfigError(ValueError):
     """The config file cannot be used; the message lists every problem found."""
 
 
+def _keys(param: Any) -> list[str]:
+    """The file keys of an option: its long flags without ``--`` (``--no-x`` of a boolean flag is not one)."""
+    return [opt[2:] for opt in param.opts if opt.startswith("--")]
+
+
+def _configurable(command: Any) -> list[Any]:
+    """The options of ``command`` a file may set (arguments are not: they are what the command acts on)."""
+    return [p for p in command.params if p.name and p.name not in NOT_CONFIGURABLE and _keys(p)]
+
+
 def _options(command: Any) -> dict[str, Any]:
-    return {p.name: p for p in command.params if p.name and p.name not in NOT_CONFIGURABLE}
+    """File key -> the option it sets."""
+    return {key: p for p in _configurable(command) for key in _keys(p)}
 
 
-def _suggest(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+def _suggest(key: str, known: Mapping[str, Any]) -> str:
+    """The nearest key: the flag of an option named ``key`` in Python (``ws_url``), else the closest spelling."""
+    for flag, param in known.items():
+        if key.replace("-", "_") == getattr(param, "name", None):
+            return f" (did you mean {flag}? keys are the flag names without --)"
+    close = difflib.get_close_matches(key.replace("_", "-"), sorted(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
@@ -69,10 +91,15 @@ _TOML_TYPES: dict[Any, tuple[tuple[type, ...], str]] = {
 }
 
 
+def _annotation_item(param: Any, value: Any) -> Any:
+    """The type an option's value (or each item of a list value) is declared as."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return getattr(annotation, "__args__", (annotation,))[0] if isinstance(value, list) else annotation
+
+
 def _toml_type_error(param: Any, value: Any) -> str | None:
     """TOML values are typed: ``port = "80"`` or ``url = 5`` is a mistake the command line cannot make."""
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    item = getattr(annotation, "__args__", (annotation,))[0] if isinstance(value, list) else annotation
+    item = _annotation_item(param, value)
     expected = _TOML_TYPES.get(item)
     if expected is None:
         return None
@@ -89,6 +116,9 @@ def _check(ctx_factory: Any, command: Any, param: Any, value: Any, where: str, b
     wrong_type = _toml_type_error(param, value)
     if wrong_type:
         return None, f"{where} = {redact(repr(value))}: {wrong_type}"
+    joined = _annotation_item(param, value) is Path
+    if joined:  # relative to the file before the converter checks that it exists
+        value = _relative_to([Path(v) for v in value] if isinstance(value, list) else Path(value), base)
     try:
         converted = param.process_value(ctx_factory(command), value)
     except Exception as exc:  # the command line's own converter: BadParameter or pydantic's error
@@ -96,7 +126,7 @@ def _check(ctx_factory: Any, command: Any, param: Any, value: Any, where: str, b
         return None, f"{where} = {redact(repr(value))}: {redact(str(message))}"
     if isinstance(converted, tuple):
         converted = list(converted)
-    return _relative_to(converted, base), None
+    return (converted if joined else _relative_to(converted, base)), None
 
 
 def load_config(path: Path, group: Any) -> dict[str, dict[str, Any]]:
@@ -113,9 +143,11 @@ def load_config(path: Path, group: Any) -> dict[str, dict[str, Any]]:
 
 
 def validate(data: Mapping[str, Any], group: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """Check every key and value of ``data`` (the parsed file at ``path``); returns, per command, the
+    converted values by the option's parameter name (what click's ``default_map`` is keyed by)."""
     commands: dict[str, Any] = dict(group.commands)
     options = {name: _options(cmd) for name, cmd in commands.items()}
-    shared_names = sorted({opt for opts in options.values() for opt in opts})
+    shared = {key: param for opts in options.values() for key, param in opts.items()}
     base = path.parent.resolve()
 
     def ctx_factory(command: Any) -> Any:
@@ -124,38 +156,37 @@ def validate(data: Mapping[str, Any], group: Any, path: Path) -> dict[str, dict[
     errors: list[str] = []
     result: dict[str, dict[str, Any]] = {name: {} for name in commands}
     sections: dict[str, Mapping[str, Any]] = {}
-    for raw_key, value in data.items():
-        key = raw_key.replace("-", "_")
-        if isinstance(value, dict) and raw_key in commands:
-            sections[raw_key] = value
+    for key, value in data.items():
+        if isinstance(value, dict) and key in commands:
+            sections[key] = value
             continue
         if isinstance(value, dict):
-            errors.append(f"[{raw_key}] is not a command{_suggest(raw_key, sorted(commands))}; sections are named "
-                          f"after commands: {', '.join(sorted(commands))}")
+            errors.append(f"[{key}] is not a command{_suggest(key, dict.fromkeys(sorted(commands)))}; sections "
+                          f"are named after commands: {', '.join(sorted(commands))}")
             continue
         users = [name for name, opts in options.items() if key in opts]
         if not users:
-            errors.append(f"{raw_key}: no command has this setting{_suggest(key, shared_names)}")
+            errors.append(f"{key}: no command has this setting{_suggest(key, shared)}")
             continue
         for name in users:
-            converted, error = _check(ctx_factory, commands[name], options[name][key], value, raw_key, base)
+            param = options[name][key]
+            converted, error = _check(ctx_factory, commands[name], param, value, key, base)
             if error:
                 errors.append(f"{error} (for `haltwatch {name}`)")
                 break
-            result[name][key] = converted
+            result[name][param.name] = converted
     for section, values in sections.items():
         known = options[section]
-        for raw_key, value in values.items():
-            key = raw_key.replace("-", "_")
-            where = f"[{section}] {raw_key}"
+        for key, value in values.items():
+            where = f"[{section}] {key}"
             if key not in known:
-                errors.append(f"{where}: not a setting of `haltwatch {section}`{_suggest(key, sorted(known))}")
+                errors.append(f"{where}: not a setting of `haltwatch {section}`{_suggest(key, known)}")
                 continue
             converted, error = _check(ctx_factory, commands[section], known[key], value, where, base)
             if error:
                 errors.append(error)
             else:
-                result[section][key] = converted
+                result[section][known[key].name] = converted
     if errors:
         raise ConfigError(f"config file {path}:\n  " + "\n  ".join(errors))
     return {name: values for name, values in result.items() if values}
@@ -163,10 +194,12 @@ def validate(data: Mapping[str, Any], group: Any, path: Path) -> dict[str, dict[
 
 def effective(group: Any, default_map: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str],
               command: str) -> list[dict[str, Any]]:
-    """Each setting of ``command`` with the value that applies and where it comes from (secrets masked)."""
+    """Each setting of ``command`` (by its file key) with the value that applies and where it comes from
+    (secrets masked)."""
     cmd = group.commands[command]
     rows = []
-    for name, param in _options(cmd).items():
+    for param in _configurable(cmd):
+        name = param.name
         envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
         env = next((e for e in envvars if e in environ), None)
         problem = None
@@ -185,7 +218,7 @@ def effective(group: Any, default_map: Mapping[str, Mapping[str, Any]], environ:
             value = mask_setting(name, value)
         elif isinstance(value, list):
             value = [mask_setting(name, v) if isinstance(v, str) else v for v in value]
-        rows.append({"command": command, "setting": name, "value": value, "source": source, "env": envvars,
+        rows.append({"command": command, "setting": _keys(param)[0], "value": value, "source": source, "env": envvars,
                      "problem": problem})
     return rows
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -66,3 +67,14 @@ class EvmChainConfig:
     def source(self) -> str:
         """The dead-letter ``source`` of this connector."""
         return f"{self.family.value}:{self.chain}"
+
+
+def parse_tokens(tokens: Sequence[str]) -> frozenset[str] | None:
+    """ERC-20 contract addresses as typed (repeated, or comma/space separated as in one environment variable),
+    lower-cased for :attr:`EvmChainConfig.tokens`; empty means every ERC-20. A malformed address is a
+    ValueError, so a typo stops the command instead of silently watching no token."""
+    found = {t.strip().lower() for item in tokens for t in item.replace(",", " ").split() if t.strip()}
+    for token in found:
+        if len(token) != 42 or not token.startswith("0x") or any(c not in "0123456789abcdef" for c in token[2:]):
+            raise ValueError(f"not a token contract address: {token!r}")
+    return frozenset(found) or None

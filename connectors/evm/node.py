@@ -1,7 +1,8 @@
 """Typed calls to one EVM node, retried when the node asks us to slow down or does not answer in time.
 
 Rate limiting (HTTP 429 / -32005 "limit exceeded" / "too many requests") and call timeouts are transient:
-the same call is made again after an exponential, jittered wait (tenacity), a bounded number of times.
+the same call is made again after an exponential, jittered wait, a bounded number of times
+(:func:`connectors.backoff.retried`, with :func:`connectors.evm.rpc.retry_reason` saying which errors).
 Anything else, and a call that keeps failing, propagates: the connector then reconnects (possibly to
 another endpoint) and reads again from its checkpoint, so giving up here never loses a block.
 """
@@ -11,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-
+from connectors.backoff import RetryPolicy, retried
 from connectors.evm.blocks import hex_int
-from connectors.evm.rpc import JsonRpcSocket, RpcError, RpcTimeout
+from connectors.evm.rpc import JsonRpcSocket, RpcError, retry_reason
 from connectors.feed_loop import WrongNetwork
 
 DECIMALS_SELECTOR = "0x313ce567"
@@ -35,11 +35,6 @@ async def check_chain_id(node: NodeClient, chain: str, expected: int | None) -> 
     return chain_id
 
 
-def transient(exc: BaseException) -> bool:
-    """Worth the same call again after a wait: rate limited or timed out, not a wrong request."""
-    return isinstance(exc, RpcTimeout) or (isinstance(exc, RpcError) and exc.rate_limited)
-
-
 class NodeClient:
     """One node connection with retried calls; ``on_retry(reason)`` is told about every retry (metrics)."""
 
@@ -56,22 +51,9 @@ class NodeClient:
         self.attempts = attempts
         self.max_wait_s = max_wait_s
 
-    def _before_sleep(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        self.on_retry("timeout" if isinstance(exc, RpcTimeout) else "rate_limited")
-
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(transient),
-            wait=wait_exponential_jitter(initial=0.25, max=self.max_wait_s),
-            stop=stop_after_attempt(self.attempts),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self.rpc.call(method, params)
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+        return await retried(lambda: self.rpc.call(method, params), f"{method} on {self.url}", retry_reason,
+                             RetryPolicy(self.attempts, max_wait_s=self.max_wait_s), self.on_retry)
 
     async def block_number(self) -> int:
         return hex_int(await self.call("eth_blockNumber"), "eth_blockNumber")

@@ -72,6 +72,16 @@ class RpcTimeout(RpcError):
         super().__init__(method, -1, f"no reply within {seconds:g} s")
 
 
+def retry_reason(exc: BaseException) -> str | None:
+    """Why the same call is worth making again after a wait (the retry metric's reason), None when not: a
+    timeout or a rate limit is, a wrong request is not, and a lost connection is the caller's to reconnect."""
+    if isinstance(exc, RpcTimeout):
+        return "timeout"
+    if isinstance(exc, RpcError) and exc.rate_limited:
+        return "rate_limited"
+    return None
+
+
 class RpcConnectionLost(ConnectionError):
     """The websocket closed while a call or subscription was waiting, or could not be opened."""
 

@@ -1,6 +1,8 @@
-"""Process wiring for ``haltwatch connect`` and ``haltwatch backfill``: Kafka, labels, metrics, signals.
+"""Process wiring for ``haltwatch backfill`` (EVM only): the backfill's loop inside the wiring every connector
+shares (:mod:`connectors.run_feed`: Kafka, labels, metrics, signals).
 
-The wiring itself is every family's (:mod:`connectors.run_feed`); this module adds the EVM options.
+``haltwatch connect`` needs nothing of its own here: :func:`connectors.run_feed.feed_for` builds every
+family's connector, EVM's included.
 """
 
 from __future__ import annotations
@@ -14,35 +16,11 @@ from connectors.block_layout import TransferLayout
 from connectors.checkpoint import CheckpointFile
 from connectors.evm.backfill import Backfill, BackfillResult
 from connectors.evm.config import EvmChainConfig
-from connectors.evm.connector import EvmConnector
 from connectors.feed_loop import WrongNetwork
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher
-from connectors.run_feed import load_labels, on_signals, run_feed, run_process
+from connectors.run_feed import load_labels, on_signals, run_process
 from schemas.topics import Topics
-
-
-def parse_tokens(tokens: Sequence[str]) -> frozenset[str] | None:
-    """Token contract addresses (comma or space separated); empty means every ERC-20."""
-    found = {t.strip().lower() for item in tokens for t in item.replace(",", " ").split() if t.strip()}
-    for token in found:
-        if len(token) != 42 or not token.startswith("0x") or any(c not in "0123456789abcdef" for c in token[2:]):
-            raise ValueError(f"not a token contract address: {token!r}")
-    return frozenset(found) or None
-
-
-def split_urls(urls: Sequence[str]) -> tuple[str, ...]:
-    """Websocket URLs given as repeated options and/or comma/space separated (as in one env variable)."""
-    return tuple(u for item in urls for u in item.replace(",", " ").split() if u)
-
-
-def run_connector(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint: Path, kafka: str,
-                  topics: Topics, partitions: int, metrics_port: int,
-                  replication_factor: int = DEFAULT_REPLICATION_FACTOR,
-                  layout: TransferLayout = TransferLayout.BLOCK, security: KafkaSecurity = PLAINTEXT) -> int:
-    """Follow the chain until SIGINT/SIGTERM (SIGHUP reloads labels); returns the exit code."""
-    return run_feed(EvmConnector, config, label_paths, checkpoint, kafka, topics, partitions, metrics_port,
-                    replication_factor, layout, security)
 
 
 def run_backfill(config: EvmChainConfig, label_paths: Sequence[Path], checkpoint: Path, kafka: str, topics: Topics,

@@ -11,7 +11,8 @@ be at this slot" and "not yet":
   (:class:`SlotUnavailable`); some providers also say -32004 for old skipped slots, so the connector
   never trusts either answer alone: the next block's ``parentSlot`` decides.
 - rate limits (HTTP 429 from :class:`~connectors.http_json.JsonHttp`, or JSON-RPC 429 / "too many
-  requests") are retried with jittered waits; anything else is a :class:`SolanaRpcError`.
+  requests") are retried with jittered waits (:func:`connectors.backoff.retried`); anything else is a
+  :class:`SolanaRpcError`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-
+from connectors.backoff import RetryPolicy, retried
 from connectors.feed_loop import NodeError
 from connectors.http_json import JsonHttp
 
@@ -47,6 +47,12 @@ class SolanaRpcError(NodeError):
     @property
     def rate_limited(self) -> bool:
         return self.code in _RATE_LIMIT_CODES or any(w in self.message.lower() for w in _RATE_LIMIT_WORDS)
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """A JSON-RPC rate limit in a 200 answer is worth the same call again; an HTTP-level trouble was already
+    retried by :class:`~connectors.http_json.JsonHttp`, so it is not retried a second time here."""
+    return "rate_limited" if isinstance(exc, SolanaRpcError) and exc.rate_limited else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +84,8 @@ class SolanaRpc:
         self._ids = itertools.count(1)
 
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda e: isinstance(e, SolanaRpcError) and e.rate_limited),
-            wait=wait_exponential_jitter(multiplier=0.25, max=20.0),
-            stop=stop_after_attempt(self.attempts),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._call_once(method, params or [])
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+        return await retried(lambda: self._call_once(method, params or []), f"{method} on {self.http.base_url}",
+                             retry_reason, RetryPolicy(self.attempts))
 
     async def _call_once(self, method: str, params: list[Any]) -> Any:
         reply = await self.http.post_json("", {"jsonrpc": "2.0", "id": next(self._ids), "method": method,

@@ -9,22 +9,34 @@
 
 Addresses are hex (``41…``) on the wire (``visible`` false, the default) and base58 ``T…`` in our events.
 Errors come as ``{"Error": "…"}`` with status 200 (often transient: "db busy", a node catching up); a call
-is made again a few times before the error is raised as :class:`NodeError` (the connector then reconnects).
+is made again a few times, quickly (:data:`ERROR_REPLY_RETRIES`), before the error is raised as
+:class:`NodeError` (the connector then reconnects).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
-
 from connectors.addresses import AddressError, tron_to_hex
+from connectors.backoff import RetryPolicy, retried
 from connectors.feed_loop import NodeError
 from connectors.http_json import JsonHttp
 
 
 class ErrorReply(NodeError):
     """The node answered ``{"Error": …}``."""
+
+
+ERROR_REPLY_RETRIES = RetryPolicy(attempts=3, first_wait_s=0.2, max_wait_s=2.0, jitter_s=0.2)
+"""An ``{"Error": …}`` reply is asked again twice within about a second: a busy node usually answers by then,
+and a node that keeps refusing is better left to the connector's reconnect (maybe to another endpoint)."""
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """An ``{"Error": …}`` reply is worth the same call again; HTTP-level trouble was already retried by
+    :class:`~connectors.http_json.JsonHttp`, so it is not retried a second time here."""
+    return "node_error" if isinstance(exc, ErrorReply) else None
 
 
 def _checked(path: str, reply: Any) -> Any:
@@ -50,12 +62,11 @@ class TronApi:
         self.attempts = attempts
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        retrying = AsyncRetrying(retry=retry_if_exception_type(ErrorReply), stop=stop_after_attempt(self.attempts),
-                                 wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2), reraise=True)
-        async for attempt in retrying:
-            with attempt:
-                return _checked(path, await self.http.post_json(path, body))
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+        async def once() -> Any:
+            return _checked(path, await self.http.post_json(path, body))
+
+        policy = replace(ERROR_REPLY_RETRIES, attempts=self.attempts)
+        return await retried(once, f"{self.http.base_url}{path}", retry_reason, policy)
 
     async def now_block_number(self) -> int:
         block = await self._post("/wallet/getnowblock", {})

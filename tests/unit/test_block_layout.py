@@ -68,11 +68,11 @@ def test_a_busy_partition_is_cut_into_records_and_only_its_last_carries_the_head
 def test_the_layout_is_a_connector_option_and_a_typo_is_refused(monkeypatch):
     """``--transfer-records`` / ``HALTWATCH_TRANSFER_RECORDS`` reaches the publisher's process; a typo stops
     the command before anything connects."""
-    import connectors.evm.run as evm_run
+    import connectors.run_feed as run_feed
     from haltwatch.cli import app
 
     chosen: list[TransferLayout] = []
-    monkeypatch.setattr(evm_run, "run_feed", lambda *args: chosen.append(args[-2]) or 0)  # (..., layout, security)
+    monkeypatch.setattr(run_feed, "run_feed", lambda *args: chosen.append(args[-2]) or 0)  # (..., layout, security)
     command = ["connect", "--chain", "ethereum", "--ws-url", "ws://127.0.0.1:1", "--labels", "labels"]
     runner = CliRunner()
     assert runner.invoke(app, command, env={LAYOUT_ENV: None}).exit_code == 0

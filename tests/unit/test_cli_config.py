@@ -26,18 +26,27 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_a_valid_file_becomes_per_command_defaults(tmp_path: Path) -> None:
+def test_a_valid_file_becomes_per_command_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, """
 kafka = "kafka-1:9092"
 partitions = 12
 [worker]
 web-port = 7000
-alert_webhook = "https://hooks.example.com/x"
+alert-webhook = "https://hooks.example.com/x"
 [connect]
 chain = "ethereum"
-ws_url = "wss://node/ws"
+ws-url = "wss://node/ws"
 labels = ["labels/eth.toml", "/etc/abs.toml"]
+kafka-security-protocol = "SSL"
+[backtest]
+input = "events.jsonl"
+json = true
+progress = false
 """)
+    (tmp_path / "events.jsonl").write_text("")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # --input must exist: beside the file, not in the working directory
     got = load_config(path, GROUP)
     assert got["worker"]["kafka"] == got["connect"]["kafka"] == "kafka-1:9092"
     assert "kafka" not in got.get("status", {}), "only commands that have the option get it"
@@ -45,26 +54,50 @@ labels = ["labels/eth.toml", "/etc/abs.toml"]
     assert got["connect"]["ws_url"] == ["wss://node/ws"]
     assert got["connect"]["labels"] == [tmp_path.resolve() / "labels/eth.toml", Path("/etc/abs.toml")]
     assert "web_port" not in got.get("connect", {})
+    assert got["connect"]["kafka_security_protocol"] == "SSL", "the security options' flags are keys too"
+    assert got["backtest"] == {"input_path": tmp_path.resolve() / "events.jsonl", "as_json": True, "progress": False}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[backtest]\ninput_path = 'e.jsonl'",
+     "[backtest] input_path: not a setting of `haltwatch backtest` (did you mean input? keys are the flag names"),
+    ("[backtest]\nas_json = true", "[backtest] as_json: not a setting of `haltwatch backtest` (did you mean json?"),
+    ("[outages]\nall_versions = true", "[outages] all_versions: not a setting of `haltwatch outages` (did you mean "
+                                        "all?"),
+    ("[connect]\nws_url = 'wss://node/ws'", "[connect] ws_url: not a setting of `haltwatch connect` (did you mean "
+                                            "ws-url? keys are the flag names without --)"),
+    ("clickhouse_url = 'clickhouse://db:9000/h'", "clickhouse_url: no command has this setting (did you mean "
+                                                 "clickhouse-url?"),
+    ("kafka_security_protocol = 'SSL'", "(did you mean kafka-security-protocol?"),
+    ("[connect]\nno-progress = true", "[connect] no-progress: not a setting of `haltwatch connect`"),
+])
+def test_keys_are_the_flag_names_not_the_parameter_names(tmp_path: Path, text: str, message: str) -> None:
+    """A key is what ``--help`` shows, without ``--``; the Python name of the same option is refused, with the
+    flag it stands for suggested."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), GROUP)
+    assert message in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize(("text", "message"), [
     ("prefx = 'x'", "prefx: no command has this setting (did you mean prefix?)"),
-    ("[worker]\nweb_prot = 1", "[worker] web_prot: not a setting of `haltwatch worker` (did you mean web_port?)"),
-    ("[worker]\nweb_port = 'abc'", "[worker] web_port = 'abc': must be an integer"),
-    ("[worker]\nclickhouse_url = 5", "[worker] clickhouse_url = 5: must be a string (in quotes)"),
+    ("[worker]\nweb-prot = 1", "[worker] web-prot: not a setting of `haltwatch worker` (did you mean web-port?)"),
+    ("[worker]\nweb_prot = 1", "[worker] web_prot: not a setting of `haltwatch worker` (did you mean web-port?)"),
+    ("[worker]\nweb-port = 'abc'", "[worker] web-port = 'abc': must be an integer"),
+    ("[worker]\nclickhouse-url = 5", "[worker] clickhouse-url = 5: must be a string (in quotes)"),
     ("[connect]\nlabels = ['a.toml', 3]", "[connect] labels = ['a.toml', 3]: must be a path string"),
-    ("[worker]\nweb_port = 70000", "[worker] web_port = 70000: Input should be less than or equal to 65535"),
+    ("[worker]\nweb-port = 70000", "[worker] web-port = 70000: Input should be less than or equal to 65535"),
     ("partitions = 0", "partitions = 0: Input should be greater than or equal to 1"),
     ("[wroker]\nx = 1", "[wroker] is not a command (did you mean worker?)"),
     ("kafka = [", "is not valid TOML"),
-    ("[worker]\nbudget_days = nan", "[worker] budget_days = nan: expected a finite number above 0, got nan"),
-    ("[worker]\nfalse_alarms = inf", "[worker] false_alarms = inf: expected a finite number above 0"),
+    ("[worker]\nbudget-days = nan", "[worker] budget-days = nan: expected a finite number above 0, got nan"),
+    ("[worker]\nfalse-alarms = inf", "[worker] false-alarms = inf: expected a finite number above 0"),
     ("kafka = '127.0.0.1:notaport'", "kafka = '127.0.0.1:notaport': expected host:port (port 1-65535)"),
-    ("[connect]\nws_url = 'not a url'",
-     "[connect] ws_url = ['not a url']: expected a URL starting with ws:// or wss://"),
-    ("clickhouse_url = 'http://db:8123'",
-     "clickhouse_url = 'http://db:8123': expected a URL starting with clickhouse://"),
-    ("[worker]\nalert_webhook = 'hooks.slack.com/x'",
+    ("[connect]\nws-url = 'not a url'",
+     "[connect] ws-url = ['not a url']: expected a URL starting with ws:// or wss://"),
+    ("clickhouse-url = 'http://db:8123'",
+     "clickhouse-url = 'http://db:8123': expected a URL starting with clickhouse://"),
+    ("[worker]\nalert-webhook = 'hooks.slack.com/x'",
      "expected a URL starting with http:// or https:// and naming a host"),
 ])
 def test_each_problem_is_named_with_its_reason(tmp_path: Path, text: str, message: str) -> None:
@@ -74,12 +107,12 @@ def test_each_problem_is_named_with_its_reason(tmp_path: Path, text: str, messag
 
 
 def test_all_problems_at_once_and_secrets_masked(tmp_path: Path) -> None:
-    path = write(tmp_path, "[worker]\nclickhouse_url = 5\nweb_prot = 1\n[connect]\n"
-                           "ws_url = ['wss://mainnet.infura.io/ws/v3/0123456789abcdef0123456789abcdef', 7]\n")
+    path = write(tmp_path, "[worker]\nclickhouse-url = 5\nweb-prot = 1\n[connect]\n"
+                           "ws-url = ['wss://mainnet.infura.io/ws/v3/0123456789abcdef0123456789abcdef', 7]\n")
     result = runner.invoke(app, ["--config", str(path), "worker"])
     assert result.exit_code == 2
     out = result.output
-    assert "[worker] clickhouse_url = 5" in out and "[worker] web_prot" in out
+    assert "[worker] clickhouse-url = 5" in out and "[worker] web-prot" in out
     assert "0123456789abcdef0123456789abcdef" not in out
 
 
@@ -89,16 +122,17 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_precedence_command_line_then_env_then_file_then_default(tmp_path: Path) -> None:
-    path = write(tmp_path, "[worker]\nweb_port = 7000\nweb_host = '0.0.0.0'\n"
-                           "clickhouse_url = 'clickhouse://u:hunter2@db:9000/h'\n")
+    path = write(tmp_path, "[worker]\nweb-port = 7000\nweb-host = '0.0.0.0'\n"
+                           "clickhouse-url = 'clickhouse://u:hunter2@db:9000/h'\n")
     result = runner.invoke(app, hoist_config(["config", "worker", "--json", "--config", str(path)]),
                            env={"HALTWATCH_WEB_HOST": "10.0.0.1", "HALTWATCH_WEB_PORT": None})
     assert result.exit_code == 0, result.output
     rows = {r["setting"]: r for r in orjson.loads(result.output)}
-    assert (rows["web_port"]["value"], rows["web_port"]["source"]) == (7000, "config file")
-    assert (rows["web_host"]["value"], rows["web_host"]["source"]) == ("10.0.0.1", "env HALTWATCH_WEB_HOST")
+    assert (rows["web-port"]["value"], rows["web-port"]["source"]) == (7000, "config file")
+    assert (rows["web-host"]["value"], rows["web-host"]["source"]) == ("10.0.0.1", "env HALTWATCH_WEB_HOST")
     assert rows["partitions"]["source"] == "default"
-    assert rows["clickhouse_url"]["value"] == "clickhouse://u:***@db:9000/h"
+    assert rows["clickhouse-url"]["value"] == "clickhouse://u:***@db:9000/h"
+    assert "web_port" not in rows, "settings are shown by the key the file takes"
 
 
 def test_config_option_may_follow_the_command() -> None:

@@ -14,10 +14,10 @@ from connectors.backoff import Backoff
 from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock
 from connectors.endpoints import EndpointPool, lagging_behind
 from connectors.evm.backfill import LogRange
-from connectors.evm.config import EvmChainConfig
+from connectors.evm.config import EvmChainConfig, parse_tokens
 from connectors.evm.rpc import RpcError, RpcTimeout
-from connectors.evm.run import parse_tokens, split_urls
 from connectors.reorg import Fork, conflicts, find_fork, retractions
+from connectors.run_feed import split_values
 from schemas.records import Direction, TransferEvent
 
 
@@ -184,7 +184,7 @@ def test_backoff_grows_with_jitter_caps_and_resets() -> None:
 
 
 def test_cli_lists_of_urls_and_tokens() -> None:
-    assert split_urls(["ws://a, ws://b", "ws://c"]) == ("ws://a", "ws://b", "ws://c")
+    assert split_values(["ws://a, ws://b", "ws://c"]) == ("ws://a", "ws://b", "ws://c")
     token = "0xdAC17F958D2ee523a2206206994597C13D831ec7"
     assert parse_tokens([token]) == frozenset({token.lower()})
     assert parse_tokens([]) is None

@@ -1,4 +1,4 @@
-"""``haltwatch connect`` picks the connector by family; the non-EVM options are checked before anything runs."""
+"""``haltwatch connect`` picks the connector by family; every family's options are checked before anything runs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.checkpoint import CheckpointFile
+from connectors.evm.config import EvmChainConfig
+from connectors.evm.connector import EvmConnector
 from connectors.family import ChainFamily
 from connectors.feed_loop import WrongNetwork
 from connectors.label_watch import LabelSource
 from connectors.labels import LabelError
 from connectors.reserve_import import select
-from connectors.run_feed import FeedOptions, feed_for, load_labels, parse_headers
+from connectors.run_feed import FeedOptions, OptionError, feed_for, load_labels, parse_headers
 from connectors.solana.config import SolanaConfig
 from connectors.solana.connector import SolanaConnector
 from connectors.tron.config import USDT, TronConfig
@@ -28,6 +30,45 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 def test_an_evm_chain_still_needs_a_websocket() -> None:
     result = CliRunner().invoke(app, ["connect", "--chain", "ethereum", "--labels", "labels/ethereum.toml"])
     assert result.exit_code == 2 and "--ws-url" in result.output
+
+
+def test_the_evm_refusals_name_their_flag() -> None:
+    labels = ["--labels", "labels/ethereum.toml"]
+    result = CliRunner().invoke(app, ["connect", "--chain", "ethereum", *labels])
+    assert result.exit_code == 2
+    assert "Invalid value for --ws-url: an EVM chain needs at least one node websocket URL" in result.stderr
+    result = CliRunner().invoke(app, ["connect", "--chain", "ethereum", *labels, "--ws-url", "ws://a",
+                                      "--url", "https://a"])
+    assert result.exit_code == 2
+    assert ("Invalid value for --url: ethereum is an EVM chain, followed over --ws-url; --url is for solana, "
+            "bitcoin and tron (or say --family)") in " ".join(result.stderr.split())
+
+
+def test_evm_options_become_the_evm_config() -> None:
+    token = "0xdAC17F958D2ee523a2206206994597C13D831ec7"
+    cls, config = feed_for(ChainFamily.EVM, FeedOptions(
+        "base", [], ["ws://a, ws://b"], confirmations=3, start_block=7, tokens=[token], reorg_window=200,
+        max_response_mb=2, chain_id=8453, lag_blocks=9, lag_check_s=12.5))
+    assert cls is EvmConnector and isinstance(config, EvmChainConfig)
+    assert (config.ws_urls, config.confirmations, config.start_block, config.chain_id) == (("ws://a", "ws://b"), 3,
+                                                                                            7, 8453)
+    assert config.tokens == frozenset({token.lower()}) and config.reorg_window == 200
+    assert (config.lag_blocks, config.lag_check_s, config.max_frame_bytes) == (9, 12.5, 2 * 1024 * 1024)
+    assert (config.rotation_min_funding, config.rotation_min_recipients) == (50, 20)
+    _, chosen = feed_for(ChainFamily.EVM, FeedOptions("base", [], ["ws://a"], rotation_min_funding=0))
+    assert isinstance(chosen, EvmChainConfig) and chosen.rotation_min_funding == 0
+
+
+@pytest.mark.parametrize(("options", "flag", "problem"), [
+    (FeedOptions("ethereum", []), "--ws-url", "needs at least one node websocket URL"),
+    (FeedOptions("ethereum", ["https://a"], ["ws://a"]), "--url", "ethereum is an EVM chain"),
+    (FeedOptions("ethereum", [], ["ws://a"], tokens=["0x123"]), None, "not a token contract address"),
+])
+def test_bad_evm_options_are_clear_errors(options: FeedOptions, flag: str | None, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as info:
+        feed_for(ChainFamily.EVM, options)
+    assert getattr(info.value, "flag", None) == flag
+    assert flag is None or isinstance(info.value, OptionError)
 
 
 def test_a_non_evm_chain_needs_an_http_endpoint() -> None:
