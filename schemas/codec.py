@@ -15,6 +15,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 import orjson
 
 from schemas.records import RECORD_TYPES, SCHEMA_VERSION, Digits, Minimum, Record
@@ -240,8 +241,51 @@ def _build(record_type: type[Any], specs: tuple[_FieldSpec, ...], data: dict[str
     return record
 
 
+_TYPED: dict[bytes, msgspec.json.Decoder[Any]] = {
+    f'"type":"{t.TYPE}"'.encode(): msgspec.json.Decoder(t) for t in RECORD_TYPES
+}
+"""A typed msgspec decoder per record type, keyed by the type tag as :func:`encode` writes it."""
+
+
+def _typed(payload: bytes) -> Record | None:
+    """The record, decoded and validated by msgspec in C when the payload ends with its type tag as
+    :func:`encode` writes it (the last field, ``..."type":"transfer"}``); None to take the slow path.
+
+    Why two decoders: the Python one (:func:`from_dict`) costs ~8 µs per transfer, more than the detector
+    spends on one; msgspec's, under 1 µs. Only input msgspec refuses, or a record whose tag is not last (another
+    producer's field order), goes the Python way, which says precisely what is wrong."""
+    end = payload.rstrip()
+    close = end.rfind(b'"type":"')
+    if close < 0:
+        return None
+    decoder = _TYPED.get(end[close:-1])
+    if decoder is None:
+        return None
+    try:
+        record = decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return record if _current(record) else None
+
+
+def _current(record: Any) -> bool:
+    """Whether the record and every record inside it carry this reader's schema version (what
+    :func:`_build` insists on)."""
+    if record.schema_version != SCHEMA_VERSION:
+        return False
+    inner = getattr(record, "transfers", None)
+    if inner is not None and any(t.schema_version != SCHEMA_VERSION for t in inner):
+        return False
+    head = getattr(record, "head", None)
+    return head is None or head.schema_version == SCHEMA_VERSION
+
+
 def decode(payload: bytes | str) -> Record:
     """Decode bytes from a topic or a file line into a validated record."""
+    if isinstance(payload, bytes):
+        record = _typed(payload)
+        if record is not None:
+            return record
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
+import msgspec
+
 SCHEMA_VERSION = 1
 NATIVE_ASSET = "native"
 """``asset`` value of a chain's own coin (ETH on Ethereum); tokens use their contract address."""
@@ -39,12 +41,15 @@ class Digits:
     pattern: ClassVar[str] = "^[0-9]+$"
 
 
-Count = Annotated[int, Minimum(0)]
+Count = Annotated[int, Minimum(0), msgspec.Meta(ge=0)]
 """A block number, a count, a chain time in seconds since the epoch: nothing a chain makes is negative."""
-NonNegative = Annotated[float, Minimum(0)]
+NonNegative = Annotated[float, Minimum(0), msgspec.Meta(ge=0)]
 """A wall-clock time, a rate or an expected count: never negative."""
-LogIndex = Annotated[int, Minimum(NATIVE_LOG_INDEX)]
-Amount = Annotated[str, Digits()]
+LogIndex = Annotated[int, Minimum(NATIVE_LOG_INDEX), msgspec.Meta(ge=NATIVE_LOG_INDEX)]
+Amount = Annotated[str, Digits(), msgspec.Meta(pattern=r"\A[0-9]+\Z")]
+"""Each constraint is said twice: once for the contract's own readers (the fallback decoder, the JSON Schema),
+once for msgspec, whose typed decoder checks it in C (:mod:`schemas.codec`; ``\\Z``, not ``$``, which would
+let a trailing newline through)."""
 
 
 class Direction(StrEnum):

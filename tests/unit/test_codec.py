@@ -2,6 +2,7 @@ import json
 from dataclasses import replace
 
 import jsonschema
+import orjson
 import pytest
 from referencing import Registry, Resource
 
@@ -19,6 +20,7 @@ from schemas import (
     OutageState,
     SchemaError,
     TransferEvent,
+    codec,
 )
 from schemas.codec import decode, decode_as, encode
 from schemas.jsonschema import JSON_DIR, render_all, schema_of
@@ -203,3 +205,34 @@ def test_a_left_out_field_takes_its_default_and_a_mutable_default_is_not_shared(
     del transfer["removed"]
     assert decode(json.dumps(transfer)) == TRANSFER and hash(decode(json.dumps(transfer))) == hash(TRANSFER)
 
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.TYPE)
+def test_the_typed_decoder_builds_what_the_python_decoder_builds(record):
+    """msgspec decodes what ``encode`` writes; the Python decoder, the reference, builds the same record."""
+    payload = encode(record)
+    typed = codec._typed(payload)
+    assert typed is not None, "encode's output takes the fast path"
+    assert typed == codec.from_dict(orjson.loads(payload)) == record
+    assert type(typed) is type(record)
+
+
+def test_a_record_whose_type_is_not_its_last_field_decodes_the_same():
+    fields = orjson.loads(encode(TRANSFER))
+    reordered = orjson.dumps({"type": fields.pop("type"), **fields})
+    assert codec._typed(reordered) is None
+    assert decode(reordered) == TRANSFER
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    (encode(replace(TRANSFER, amount="12\n")), "amount: expected decimal digits only"),
+    (encode(TRANSFER).replace(b'"schema_version":1', b'"schema_version":2'), "schema_version: this reader"),
+    (encode(BLOCK).replace(b'"schema_version":1', b'"schema_version":2', 1),
+     "transfers[].schema_version: this reader"),
+    (encode(HEAD).replace(b'"number":19000000', b'"number":-1'), "number: must be at least 0"),
+    (encode(TRANSFER).replace(b'"log_index":3', b'"log_index":-2'), "log_index: must be at least -1"),
+])
+def test_what_the_typed_decoder_lets_through_the_python_decoder_refuses_too(payload, message):
+    """Nothing the contract refuses gets past the fast path, and the message is the Python decoder's."""
+    with pytest.raises(SchemaError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        decode(payload)
