@@ -48,6 +48,7 @@ class SeasonalRate:
     """Each hour-of-week, hour-of-day (and, times 3, weekday) estimate counts this many hours of the rate
     above it as prior data."""
     _cache: dict[int, tuple[float, float]] = field(default_factory=dict)
+    _seen_elsewhere: dict[int, float] = field(default_factory=dict)
 
     def _decay_to(self, t: int) -> None:
         hour = t // HOUR
@@ -65,6 +66,7 @@ class SeasonalRate:
         self.total_exposure *= factor
         self.decayed_at_hour = hour
         self._cache.clear()
+        self._seen_elsewhere.clear()
 
     def add(self, t: int, withdrawals: float, exposure_s: float) -> None:
         self._decay_to(t)
@@ -74,6 +76,7 @@ class SeasonalRate:
         self.total_events += withdrawals
         self.total_exposure += exposure_s
         self._cache.clear()
+        self._seen_elsewhere.clear()
 
     def overall(self) -> float:
         """Withdrawals per second over all hours (no seasonality)."""
@@ -118,10 +121,15 @@ class SeasonalRate:
         return rate
 
     def hours_seen_elsewhere(self, t: int) -> float:
-        """Hours of exposure at this hour of day on other days (the current hour-of-week bin excluded)."""
+        """Hours of exposure at this hour of day on other days (the current hour-of-week bin excluded).
+
+        Asked at every head; the same until the rate learns (``add`` clears it), like :meth:`at`."""
         h = hour_of_week(t)
-        days = self.exposure_w[h % 24 :: 24]
-        return sum(days[: h // 24] + days[h // 24 + 1 :]) / HOUR
+        seen = self._seen_elsewhere.get(h)
+        if seen is None:
+            days = self.exposure_w[h % 24 :: 24]
+            seen = self._seen_elsewhere[h] = sum(days[: h // 24] + days[h // 24 + 1 :]) / HOUR
+        return seen
 
     def support(self, t: int) -> float:
         """How many past withdrawals back the rate at ``t`` (the fewer of its hour-of-day and weekday)."""
@@ -210,6 +218,8 @@ class GapTail:
     swings: Dispersion = field(default_factory=Dispersion)
     """How much the rate swings at the timescale of a gap (see :mod:`.dispersion`)."""
     _base: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    _base_answer: tuple[float, float, float] = (-1.0, -1.0, 0.0)
+    """(beta, variance, :meth:`base_beta`) of its last call."""
     _beyond_one: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """(b, log_var, ``mixed_nats(b, 1, log_var)``) of :meth:`beyond`'s last call: the same for every head
     until the tail or the swings are refitted, and a Laplace solve each time otherwise."""
@@ -252,6 +262,16 @@ class GapTail:
         v = self.swings.variance
         if v <= 0.0:
             return self.beta
+        memo = self._base_answer
+        if memo[0] == self.beta and memo[1] == v:
+            return memo[2]  # asked for every chain at every head; it moves only when the tail or swings do
+        answer = self._solve_base_beta(v)
+        # what the next call with the same beta and variance returns: the ratio's path, even when this call
+        # solved afresh (``beta * (b / beta)`` may differ from ``b`` in its last bit, and the answers must not)
+        self._base_answer = (self.beta, v, self.beta * self._base[2])
+        return answer
+
+    def _solve_base_beta(self, v: float) -> float:
         beta, ratio = self._base[0], self._base[2]
         if self._base[1] == v and abs(self.beta - beta) <= 0.01 * beta:
             return self.beta * ratio  # the ratio moves slowly with beta: solved again past a 1% change

@@ -305,6 +305,8 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
         return c.drop >= open_at and c.drop_payouts >= DEGRADED_MIN_PAYOUTS
 
     def _decide_exchange(self, ex: ExchangeTrack, head: ChainHead) -> list[OutageEvent]:
+        if len(ex.chains) < 2:
+            return []  # fewer than two warm chains, as below, without listing them at every head
         warm = [c for c in ex.chains.values() if c.warm]
         if len(warm) < 2 or ex.last_time is None:
             return []

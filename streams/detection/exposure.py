@@ -74,7 +74,9 @@ class ExposureAccounting:
                 elif c.incident is not None and c.incident.state is OutageState.DEGRADED:
                     c.incident.recover = max(0.0, c.incident.recover - owed)
             credited = True
-        if self._disturbed(ex, c):
+            if disturbed:
+                c.tainted = True
+        elif self._disturbed(ex, c):
             c.tainted = True
         for w in reversed(c.recent):  # payouts of this block start their gap after its interval
             if w.u_at is not None:
