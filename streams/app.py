@@ -121,8 +121,10 @@ def create_app(settings: WorkerSettings) -> faust.App:
         # Ownership may have moved; the recovered table is the truth, reloaded on demand. Forgotten as soon
         # as partitions are revoked (Faust sends that once the in-flight events are done and the producer
         # flushed), so that /detector never shows exchanges another worker already decides; again when the
-        # rebalance completes, in case events were read in between.
+        # rebalance completes, in case events were read in between. The transfers sink forgets what it
+        # stored lately for the same reason: the partitions it wrote may be another worker's now.
         step.forget()
+        store.forget_recent()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stop_inserts(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -31,6 +31,12 @@ looked up in several queries, each measured to stay under ``max_query_bytes``. T
 comma-joined string, split on the server: one literal parses far faster than thousands (5,000 parameters
 cost chdb ~85 ms a query), and 18.16 takes neither an array parameter nor an array after ``IN``.
 
+Most rows are never looked up: :mod:`streams.store.recent_transfers` remembers what this process stored
+lately and, per (exchange, chain), the newest block time the table held before (asked once, at the pair's
+first batch); a row newer than that is checked against the memory alone. Only a retry of a failed insert, and
+rows at or below that floor (redeliveries after a restart, republishes from an old checkpoint, backfills), go
+to the table.
+
 It relies on the transfer's versions being comparable: every event of one exchange comes through one
 Kafka partition (the topic is keyed by exchange, and a ``block_transfers`` record holds only the transfers of
 its partition's exchanges), so its offsets grow. The transfers of one such record share its offset, and no
@@ -42,11 +48,12 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from streams.store.backend import ClickHouseBackend
-from streams.store.columns import column_length
+from streams.store.columns import column_length, take
+from streams.store.recent_transfers import Pair, RecentTransfers, key_hash
 from streams.store.summary import repair_withdrawals_per_minute
 
 log = logging.getLogger(__name__)
@@ -68,7 +75,7 @@ class TransferDedup:
     table = "transfers"
 
     def __init__(self, cluster_gap_s: int = 3600, one_range_s: int = 6 * 3600, max_ranges: int = 200,
-                 max_query_bytes: int = 200_000) -> None:
+                 max_query_bytes: int = 200_000, remember: bool = True) -> None:
         self.cluster_gap_s = cluster_gap_s
         """Block times of one exchange closer than this are looked up as one range."""
         self.one_range_s = one_range_s
@@ -81,20 +88,32 @@ class TransferDedup:
         """Longest lookup query text, parameters inlined as clickhouse-driver sends them: the batch's
         transactions are split over as many queries as this needs (18.16 refuses more than 262144 bytes)."""
         self._repair: list[tuple[str, int, int]] = []
+        self.recent = RecentTransfers() if remember else None
+        """What this process stored lately (:mod:`streams.store.recent_transfers`); None: look every row up."""
+        self._in_flight = False
+        """A batch was checked and its insert has not succeeded yet: a retry checks every row against the table."""
+        self._learned: tuple[int, list[tuple[Pair, int, int, int, int]]] = (0, [])
+        self.rows_looked_up = 0
+        """Rows checked against the table (the rest were known new from :attr:`recent`)."""
 
     def keep(self, backend: ClickHouseBackend, columns: Mapping[str, Sequence[Any]]) -> list[int] | None:
         """Indices of the rows to insert, in batch order; ``None`` means all of them."""
         n = column_length(columns)
+        retry, self._in_flight = self._in_flight, True
+        self._learned = (0, [])
         if n == 0:
             return None
         versions = columns["ingest_version"]
         removed = columns["removed"]
-        stored = self.stored(backend, columns)
-        self._repair = []
-        if not stored and not any(removed) and _distinct(columns, n):
-            return None  # the common case: all new, all additions, no repeats
         keys: list[Key] = list(zip(*(columns[k] for k in KEY), strict=True))
-        state: dict[Key, tuple[int, int]] = dict(stored)
+        known, unsure = self._known_new(backend, columns, keys, n, retry)
+        self.rows_looked_up += len(unsure)
+        stored = self.stored(backend, columns if len(unsure) == n else take(columns, unsure)) if unsure else {}
+        self._repair = []
+        if not stored and not known and not any(removed) and _distinct(columns, n):
+            self._learn(columns, keys, range(n))
+            return None  # the common case: all new, all additions, no repeats
+        state: dict[Key, tuple[int, int]] = {**known, **stored}
         kept: list[int] = []
         replayed: list[int] = []
         for i in sorted(range(n), key=versions.__getitem__):
@@ -109,6 +128,7 @@ class TransferDedup:
             state[key] = (version, gone)
             kept.append(i)
         kept.sort()
+        self._learn(columns, keys, kept)
         if replayed:
             self._repair = self.ranges({"exchange": [columns["exchange"][i] for i in replayed],
                                         "block_time": [columns["block_time"][i] for i in replayed]})
@@ -116,8 +136,68 @@ class TransferDedup:
             log.info("transfers: %d of %d rows already stored or without effect, not inserted", n - len(kept), n)
         return kept
 
+    def _known_new(self, backend: ClickHouseBackend, columns: Mapping[str, Sequence[Any]], keys: list[Key], n: int,
+                   retry: bool) -> tuple[dict[Key, tuple[int, int]], list[int]]:
+        """(stored state of the rows :attr:`recent` knows, indices of the rows to look up in the table)."""
+        recent = self.recent
+        if recent is None or retry:  # a retry: the failed attempt may have stored rows nobody remembered
+            return {}, list(range(n))
+        pairs = list(zip(columns["exchange"], columns["chain"], strict=True))
+        first = recent.unknown(pairs)
+        if first:
+            generation = recent.generation
+            recent.set_floors(self.floors(backend, first), generation)
+        known: dict[Key, tuple[int, int]] = {}
+        unsure: list[int] = []
+        times = columns["block_time"]
+        for i in range(n):
+            if not recent.fresh(pairs[i], int(times[i])):
+                unsure.append(i)
+                continue
+            state = recent.state(key_hash(keys[i]))
+            if state is not None:
+                known[keys[i]] = state
+        return known, unsure
+
+    def floors(self, backend: ClickHouseBackend, pairs: Sequence[Pair]) -> dict[Pair, int]:
+        """The newest block time the table holds per pair (0 for a pair it holds nothing of)."""
+        found: dict[Pair, int] = dict.fromkeys(pairs, 0)
+        exchanges = sorted({exchange for exchange, _ in pairs})
+        for start in range(0, len(exchanges), self.max_ranges):
+            chunk = exchanges[start:start + self.max_ranges]
+            params = {f"e{j}": exchange for j, exchange in enumerate(chunk)}
+            names = ", ".join(f"{{e{j}:String}}" for j in range(len(chunk)))
+            rows = backend.query(f"SELECT exchange, chain, toUInt32(max(block_time)) AS t "
+                                 f"FROM {backend.database}.{self.table} "
+                                 f"WHERE exchange IN ({names}) GROUP BY exchange, chain", params)
+            for r in rows:
+                pair = (r["exchange"], r["chain"])
+                if pair in found:
+                    found[pair] = int(r["t"])
+        return found
+
+    def _learn(self, columns: Mapping[str, Sequence[Any]], keys: list[Key], rows: Iterable[int]) -> None:
+        """Note what the insert about to be made stores, for :meth:`after_insert` to remember on success."""
+        recent = self.recent
+        if recent is None:
+            return
+        exchange, chain, times = columns["exchange"], columns["chain"], columns["block_time"]
+        versions, removed = columns["ingest_version"], columns["removed"]
+        learned = []
+        for i in rows:
+            pair, t = (exchange[i], chain[i]), int(times[i])
+            if recent.fresh(pair, t):
+                learned.append((pair, t, key_hash(keys[i]), int(versions[i]), int(removed[i])))
+        self._learned = (recent.generation, learned)
+
     def after_insert(self, backend: ClickHouseBackend) -> None:
-        """Repair the per-minute view where this batch had already (partly) landed before."""
+        """Remember what the insert stored; repair the per-minute view where this batch had already (partly)
+        landed before."""
+        self._in_flight = False
+        if self.recent is not None:
+            generation, learned = self._learned
+            self.recent.remember(learned, generation)
+            self._learned = (0, [])
         if self._repair:
             repair_withdrawals_per_minute(backend, self._repair, self.max_ranges)
             self._repair = []

@@ -89,6 +89,14 @@ class ClickHouseStore:
             )
         return self.sinks[table]
 
+    def forget_recent(self) -> None:
+        """After a rebalance: the transfers sink's memory of what it stored lately may be another worker's
+        business now (:mod:`streams.store.recent_transfers`)."""
+        sink = self.sinks.get("transfers")
+        recent = getattr(sink.dedup, "recent", None) if sink is not None else None
+        if recent is not None:
+            recent.forget()
+
     async def write(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the insert thread. Only shutdown cancels the agents: the thread then gives up too."""
         try:
