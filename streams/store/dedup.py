@@ -106,12 +106,12 @@ class TransferDedup:
         versions = columns["ingest_version"]
         removed = columns["removed"]
         keys: list[Key] = list(zip(*(columns[k] for k in KEY), strict=True))
-        known, unsure = self._known_new(backend, columns, keys, n, retry)
+        known, unsure, hashes = self._known_new(backend, columns, keys, n, retry)
         self.rows_looked_up += len(unsure)
         stored = self.stored(backend, columns if len(unsure) == n else take(columns, unsure)) if unsure else {}
         self._repair = []
         if not stored and not known and not any(removed) and _distinct(columns, n):
-            self._learn(columns, keys, range(n))
+            self._learn(columns, hashes, range(n))
             return None  # the common case: all new, all additions, no repeats
         state: dict[Key, tuple[int, int]] = {**known, **stored}
         kept: list[int] = []
@@ -128,7 +128,7 @@ class TransferDedup:
             state[key] = (version, gone)
             kept.append(i)
         kept.sort()
-        self._learn(columns, keys, kept)
+        self._learn(columns, hashes, kept)
         if replayed:
             self._repair = self.ranges({"exchange": [columns["exchange"][i] for i in replayed],
                                         "block_time": [columns["block_time"][i] for i in replayed]})
@@ -137,11 +137,13 @@ class TransferDedup:
         return kept
 
     def _known_new(self, backend: ClickHouseBackend, columns: Mapping[str, Sequence[Any]], keys: list[Key], n: int,
-                   retry: bool) -> tuple[dict[Key, tuple[int, int]], list[int]]:
-        """(stored state of the rows :attr:`recent` knows, indices of the rows to look up in the table)."""
+                   retry: bool) -> tuple[dict[Key, tuple[int, int]], list[int], list[int | None]]:
+        """(stored state of the rows :attr:`recent` knows, indices of the rows to look up in the table, each
+        row's key hash when it is above its pair's floor)."""
+        hashes: list[int | None] = [None] * n
         recent = self.recent
         if recent is None or retry:  # a retry: the failed attempt may have stored rows nobody remembered
-            return {}, list(range(n))
+            return {}, list(range(n)), hashes
         pairs = list(zip(columns["exchange"], columns["chain"], strict=True))
         first = recent.unknown(pairs)
         if first:
@@ -154,10 +156,11 @@ class TransferDedup:
             if not recent.fresh(pairs[i], int(times[i])):
                 unsure.append(i)
                 continue
-            state = recent.state(key_hash(keys[i]))
+            hashed = hashes[i] = key_hash(keys[i])
+            state = recent.state(hashed)
             if state is not None:
                 known[keys[i]] = state
-        return known, unsure
+        return known, unsure, hashes
 
     def floors(self, backend: ClickHouseBackend, pairs: Sequence[Pair]) -> dict[Pair, int]:
         """The newest block time the table holds per pair (0 for a pair it holds nothing of)."""
@@ -176,8 +179,9 @@ class TransferDedup:
                     found[pair] = int(r["t"])
         return found
 
-    def _learn(self, columns: Mapping[str, Sequence[Any]], keys: list[Key], rows: Iterable[int]) -> None:
-        """Note what the insert about to be made stores, for :meth:`after_insert` to remember on success."""
+    def _learn(self, columns: Mapping[str, Sequence[Any]], hashes: list[int | None], rows: Iterable[int]) -> None:
+        """Note what the insert about to be made stores (the rows above their floor, whose key hash
+        :meth:`_known_new` took), for :meth:`after_insert` to remember on success."""
         recent = self.recent
         if recent is None:
             return
@@ -185,9 +189,9 @@ class TransferDedup:
         versions, removed = columns["ingest_version"], columns["removed"]
         learned = []
         for i in rows:
-            pair, t = (exchange[i], chain[i]), int(times[i])
-            if recent.fresh(pair, t):
-                learned.append((pair, t, key_hash(keys[i]), int(versions[i]), int(removed[i])))
+            hashed = hashes[i]
+            if hashed is not None:
+                learned.append(((exchange[i], chain[i]), int(times[i]), hashed, int(versions[i]), int(removed[i])))
         self._learned = (recent.generation, learned)
 
     def after_insert(self, backend: ClickHouseBackend) -> None:

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Mapping
 Pair = tuple[str, str]
 """(exchange, chain)."""
 MASK = (1 << 64) - 1
-WINDOW_S = 900
-"""Block time a key stays remembered after the newest of its pair: what a redelivery or a connector's
-republish reaches back in practice (a checkpoint is written every block). Older keys are forgotten and the
-floor moves up past them, so a row that old is looked up again."""
+WINDOW_S = 300
+"""Block time a key stays remembered after the newest of its pair: what a connector's republish reaches back
+in practice (it writes its checkpoint every block, and a restart republishes the blocks since). Older keys are
+forgotten and the floor moves up past them, so a row that old is looked up again: correct, only slower."""
 
 
 class RecentTransfers:
@@ -39,10 +39,12 @@ class RecentTransfers:
         """Moves on at every :meth:`forget`: what an insert started before it learned is not kept."""
         self._lock = threading.Lock()
         self._floor: dict[Pair, int] = {}
-        self._keys: dict[int, tuple[int, int]] = {}
-        """hash of a transfer's key -> (version, removed) of its newest stored row."""
-        self._order: dict[Pair, deque[tuple[int, int]]] = {}
-        """Per pair, (block time, key hash) in the order remembered (block order: a partition's order)."""
+        self._keys: dict[int, int] = {}
+        """hash of a transfer's key -> ``version << 1 | removed`` of its newest stored row (one int, not a pair:
+        the memory holds hundreds of thousands)."""
+        self._times: dict[Pair, deque[int]] = {}
+        self._hashes: dict[Pair, deque[int]] = {}
+        """Per pair, the block times and key hashes in the order remembered (block order: a partition's)."""
         self._newest: dict[Pair, int] = {}
 
     def unknown(self, pairs: Iterable[Pair]) -> list[Pair]:
@@ -63,7 +65,9 @@ class RecentTransfers:
         return floor is not None and block_time > floor
 
     def state(self, key_hash: int) -> tuple[int, int] | None:
-        return self._keys.get(key_hash)
+        """(version, removed) of the newest row stored under this key, if remembered."""
+        packed = self._keys.get(key_hash)
+        return None if packed is None else (packed >> 1, packed & 1)
 
     def remember(self, rows: Iterable[tuple[Pair, int, int, int, int]], generation: int) -> None:
         """Stored rows: (pair, block time, key hash, version, removed), each above its pair's floor."""
@@ -74,8 +78,13 @@ class RecentTransfers:
             for pair, block_time, key_hash, version, removed in rows:
                 if pair not in self._floor or block_time <= self._floor[pair]:
                     continue
-                self._keys[key_hash] = (version, removed)
-                self._order.setdefault(pair, deque()).append((block_time, key_hash))
+                self._keys[key_hash] = version << 1 | removed
+                times = self._times.get(pair)
+                if times is None:
+                    times = self._times[pair] = deque()
+                    self._hashes[pair] = deque()
+                times.append(block_time)
+                self._hashes[pair].append(key_hash)
                 if block_time > self._newest.get(pair, 0):
                     self._newest[pair] = block_time
                 touched.add(pair)
@@ -83,11 +92,11 @@ class RecentTransfers:
                 self._prune(pair)
 
     def _prune(self, pair: Pair) -> None:
-        order = self._order[pair]
+        times, hashes = self._times[pair], self._hashes[pair]
         oldest_kept = self._newest[pair] - self.window_s
-        while order and order[0][0] < oldest_kept:
-            block_time, key_hash = order.popleft()
-            self._keys.pop(key_hash, None)
+        while times and times[0] < oldest_kept:
+            block_time = times.popleft()
+            self._keys.pop(hashes.popleft(), None)
             if block_time > self._floor[pair]:
                 self._floor[pair] = block_time  # at or below it, a row is looked up again
 
@@ -97,18 +106,21 @@ class RecentTransfers:
             self.generation += 1
             self._floor.clear()
             self._keys.clear()
-            self._order.clear()
+            self._times.clear()
+            self._hashes.clear()
             self._newest.clear()
 
     def __len__(self) -> int:
         return len(self._keys)
 
 
-def key_hash(key: tuple[object, ...]) -> int:
-    """A transfer's key as one 128-bit number, at the memory of one int instead of the key's strings.
+def key_hash(key: tuple[str, str, str, str, int]) -> int:
+    """A transfer's key (exchange, chain, block hash, tx hash, log index) as one 128-bit number, at the memory
+    of one int instead of the key's strings.
 
-    Two independent 64-bit hashes: the tuple's (built from its items' hashes) and that of the key written out
-    as one string (SipHash over the whole text). A hash of a tuple holding the key would not do: it is a
-    function of the key's own hash, so it collides whenever that does. Two transfers of a window (hundreds of
-    thousands of keys) then share a number with a chance of about 1e-28 rather than 1e-9."""
-    return (hash(key) & MASK) << 64 | (hash("|".join(map(str, key))) & MASK)
+    Two independent 64-bit hashes: the tuple's (built from its items' hashes) and that of the block and
+    transaction hashes joined into one string (SipHash over the whole text). A hash of a tuple holding the key
+    would not do: it is a function of the key's own hash, so it collides whenever that does. Two transfers of
+    a window (hundreds of thousands of keys) then share a number with a chance of about 1e-28 rather than
+    1e-9 (transfers of one transaction share the second half, and must collide in the first)."""
+    return (hash(key) & MASK) << 64 | (hash(key[2] + key[3]) & MASK)

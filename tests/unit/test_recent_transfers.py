@@ -48,7 +48,7 @@ def test_new_transfers_need_no_lookup_and_redeliveries_are_still_dropped(chdb: C
     backend.queries.clear()
     assert write(sink, [transfer(i) for i in range(100, 200)]) == 100
     assert backend.queries == [], "newer than the floor and not remembered: new, no lookup"
-    redelivered = [transfer(i) for i in range(150, 200)]  # same offsets
+    redelivered = [transfer(i) for i in range(175, 200)]  # same offsets, within the last 300 s of block time
     republished = [transfer(i, version=1000 + i) for i in range(180, 190)]  # unchanged under new offsets
     retracted = [transfer(i, version=2000 + i, removed=1) for i in range(190, 195)]
     assert write(sink, redelivered + republished + retracted + [transfer(i) for i in range(200, 210)]) == 15
