@@ -31,11 +31,10 @@ looked up in several queries, each measured to stay under ``max_query_bytes``. T
 comma-joined string, split on the server: one literal parses far faster than thousands (5,000 parameters
 cost chdb ~85 ms a query), and 18.16 takes neither an array parameter nor an array after ``IN``.
 
-Most rows are never looked up: :mod:`streams.store.recent_transfers` remembers what this process stored
-lately and, per (exchange, chain), the newest block time the table held before (asked once, at the pair's
-first batch); a row newer than that is checked against the memory alone. Only a retry of a failed insert, and
-rows at or below that floor (redeliveries after a restart, republishes from an old checkpoint, backfills), go
-to the table.
+Most rows are never looked up: :mod:`streams.store.recent_transfers` knows, per (exchange, chain), the newest
+block time the table held before this process wrote the pair, and the blocks it stored transfers of since;
+an addition newer than that, of a block not stored yet, is surely new. Rows of stored blocks, retractions,
+rows at or below the floor and every row of a retried insert go to the table.
 
 It relies on the transfer's versions being comparable: every event of one exchange comes through one
 Kafka partition (the topic is keyed by exchange, and a ``block_transfers`` record holds only the transfers of
@@ -53,7 +52,7 @@ from typing import Any
 
 from streams.store.backend import ClickHouseBackend
 from streams.store.columns import column_length, take
-from streams.store.recent_transfers import Pair, RecentTransfers, key_hash
+from streams.store.recent_transfers import Pair, RecentTransfers, block_key
 from streams.store.summary import repair_withdrawals_per_minute
 
 log = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ class TransferDedup:
         """What this process stored lately (:mod:`streams.store.recent_transfers`); None: look every row up."""
         self._in_flight = False
         """A batch was checked and its insert has not succeeded yet: a retry checks every row against the table."""
-        self._learned: tuple[int, list[tuple[Pair, int, int, int, int]]] = (0, [])
+        self._learned: tuple[int, list[tuple[Pair, int, int]]] = (0, [])
         self.rows_looked_up = 0
         """Rows checked against the table (the rest were known new from :attr:`recent`)."""
 
@@ -101,19 +100,22 @@ class TransferDedup:
         n = column_length(columns)
         retry, self._in_flight = self._in_flight, True
         self._learned = (0, [])
+        self._repair = []
         if n == 0:
             return None
         versions = columns["ingest_version"]
         removed = columns["removed"]
-        keys: list[Key] = list(zip(*(columns[k] for k in KEY), strict=True))
-        known, unsure, hashes = self._known_new(backend, columns, keys, n, retry)
+        unsure, blocks = self._surely_new(backend, columns, n, retry)
         self.rows_looked_up += len(unsure)
+        if not unsure and _distinct(columns, n):
+            self._learn(columns, blocks, range(n))
+            return None  # the common case, known without asking the table: all new additions, no repeats
         stored = self.stored(backend, columns if len(unsure) == n else take(columns, unsure)) if unsure else {}
-        self._repair = []
-        if not stored and not known and not any(removed) and _distinct(columns, n):
-            self._learn(columns, hashes, range(n))
-            return None  # the common case: all new, all additions, no repeats
-        state: dict[Key, tuple[int, int]] = {**known, **stored}
+        if not stored and not any(removed) and _distinct(columns, n):
+            self._learn(columns, blocks, range(n))
+            return None  # all new, all additions, no repeats
+        keys: list[Key] = list(zip(*(columns[k] for k in KEY), strict=True))
+        state: dict[Key, tuple[int, int]] = dict(stored)
         kept: list[int] = []
         replayed: list[int] = []
         for i in sorted(range(n), key=versions.__getitem__):
@@ -128,7 +130,7 @@ class TransferDedup:
             state[key] = (version, gone)
             kept.append(i)
         kept.sort()
-        self._learn(columns, hashes, kept)
+        self._learn(columns, blocks, kept)
         if replayed:
             self._repair = self.ranges({"exchange": [columns["exchange"][i] for i in replayed],
                                         "block_time": [columns["block_time"][i] for i in replayed]})
@@ -136,31 +138,27 @@ class TransferDedup:
             log.info("transfers: %d of %d rows already stored or without effect, not inserted", n - len(kept), n)
         return kept
 
-    def _known_new(self, backend: ClickHouseBackend, columns: Mapping[str, Sequence[Any]], keys: list[Key], n: int,
-                   retry: bool) -> tuple[dict[Key, tuple[int, int]], list[int], list[int | None]]:
-        """(stored state of the rows :attr:`recent` knows, indices of the rows to look up in the table, each
-        row's key hash when it is above its pair's floor)."""
-        hashes: list[int | None] = [None] * n
+    def _surely_new(self, backend: ClickHouseBackend, columns: Mapping[str, Sequence[Any]], n: int,
+                    retry: bool) -> tuple[list[int], list[int | None]]:
+        """(indices of the rows to look up in the table, each row's :func:`block_key` where it was taken).
+
+        The rest are additions :attr:`recent` knows to be new (see :mod:`streams.store.recent_transfers`)."""
+        blocks: list[int | None] = [None] * n
         recent = self.recent
         if recent is None or retry:  # a retry: the failed attempt may have stored rows nobody remembered
-            return {}, list(range(n)), hashes
-        pairs = list(zip(columns["exchange"], columns["chain"], strict=True))
-        first = recent.unknown(pairs)
+            return list(range(n)), blocks
+        exchange, chain, block_hash = columns["exchange"], columns["chain"], columns["block_hash"]
+        times, removed = columns["block_time"], columns["removed"]
+        first = recent.unknown(zip(exchange, chain, strict=True))
         if first:
             generation = recent.generation
             recent.set_floors(self.floors(backend, first), generation)
-        known: dict[Key, tuple[int, int]] = {}
         unsure: list[int] = []
-        times = columns["block_time"]
         for i in range(n):
-            if not recent.fresh(pairs[i], int(times[i])):
+            key = blocks[i] = block_key(exchange[i], chain[i], block_hash[i])
+            if removed[i] or not recent.surely_new((exchange[i], chain[i]), int(times[i]), key):
                 unsure.append(i)
-                continue
-            hashed = hashes[i] = key_hash(keys[i])
-            state = recent.state(hashed)
-            if state is not None:
-                known[keys[i]] = state
-        return known, unsure, hashes
+        return unsure, blocks
 
     def floors(self, backend: ClickHouseBackend, pairs: Sequence[Pair]) -> dict[Pair, int]:
         """The newest block time the table holds per pair (0 for a pair it holds nothing of)."""
@@ -179,19 +177,21 @@ class TransferDedup:
                     found[pair] = int(r["t"])
         return found
 
-    def _learn(self, columns: Mapping[str, Sequence[Any]], hashes: list[int | None], rows: Iterable[int]) -> None:
-        """Note what the insert about to be made stores (the rows above their floor, whose key hash
-        :meth:`_known_new` took), for :meth:`after_insert` to remember on success."""
+    def _learn(self, columns: Mapping[str, Sequence[Any]], blocks: list[int | None], rows: Iterable[int]) -> None:
+        """Note the blocks the insert about to be made stores transfers of, for :meth:`after_insert` to remember
+        on success (every stored row's, whichever way it was checked: a block stored but not remembered would
+        let a republish of it through unchecked)."""
         recent = self.recent
         if recent is None:
             return
-        exchange, chain, times = columns["exchange"], columns["chain"], columns["block_time"]
-        versions, removed = columns["ingest_version"], columns["removed"]
+        exchange, chain, block_hash, times = columns["exchange"], columns["chain"], columns["block_hash"], \
+            columns["block_time"]
         learned = []
         for i in rows:
-            hashed = hashes[i]
-            if hashed is not None:
-                learned.append(((exchange[i], chain[i]), int(times[i]), hashed, int(versions[i]), int(removed[i])))
+            key = blocks[i]
+            if key is None:
+                key = block_key(exchange[i], chain[i], block_hash[i])
+            learned.append(((exchange[i], chain[i]), int(times[i]), key))
         self._learned = (recent.generation, learned)
 
     def after_insert(self, backend: ClickHouseBackend) -> None:

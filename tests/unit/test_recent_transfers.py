@@ -7,7 +7,7 @@ from typing import Any
 from streams.store.backend import ClickHouseBackend
 from streams.store.dedup import TransferDedup
 from streams.store.queries import withdrawal_count
-from streams.store.recent_transfers import RecentTransfers, key_hash
+from streams.store.recent_transfers import RecentTransfers, block_key
 from streams.store.sink import TableSink
 from tests.unit.test_store_chdb import T0, assert_view_matches_truth, chdb, raw_rows, transfer
 
@@ -39,7 +39,7 @@ def write(sink: TableSink, rows: list[dict[str, Any]]) -> int:
     return sink.flush()
 
 
-def test_new_transfers_need_no_lookup_and_redeliveries_are_still_dropped(chdb: ClickHouseBackend) -> None:
+def test_new_transfers_need_no_lookup_and_the_rest_is_looked_up(chdb: ClickHouseBackend) -> None:
     backend = CountingBackend(chdb)
     dedup = TransferDedup()
     sink = sink_of(backend, dedup)
@@ -47,13 +47,13 @@ def test_new_transfers_need_no_lookup_and_redeliveries_are_still_dropped(chdb: C
     assert len(backend.queries) == 1 and "max(block_time)" in backend.queries[0], "one query: the floors"
     backend.queries.clear()
     assert write(sink, [transfer(i) for i in range(100, 200)]) == 100
-    assert backend.queries == [], "newer than the floor and not remembered: new, no lookup"
-    redelivered = [transfer(i) for i in range(175, 200)]  # same offsets, within the last 300 s of block time
+    assert backend.queries == [], "newer than the floor, of blocks not stored yet: new, no lookup"
+    assert dedup.rows_looked_up == 0
+    redelivered = [transfer(i) for i in range(150, 200)]  # same offsets
     republished = [transfer(i, version=1000 + i) for i in range(180, 190)]  # unchanged under new offsets
     retracted = [transfer(i, version=2000 + i, removed=1) for i in range(190, 195)]
     assert write(sink, redelivered + republished + retracted + [transfer(i) for i in range(200, 210)]) == 15
-    assert backend.queries == []
-    assert dedup.rows_looked_up == 0
+    assert dedup.rows_looked_up == 65, "the rows of stored blocks and the retractions, not the 10 new ones"
     assert raw_rows(chdb, "okx") == 215
     assert withdrawal_count(chdb, "okx") == 205
     assert_view_matches_truth(chdb, "okx")
@@ -97,19 +97,37 @@ def test_a_rebalance_forgets_and_asks_the_floors_again(chdb: ClickHouseBackend) 
     assert raw_rows(chdb, "okx") == 25
 
 
-def test_old_keys_are_forgotten_and_the_floor_moves_past_them() -> None:
+def test_old_blocks_are_forgotten_and_the_floor_moves_past_them() -> None:
     recent = RecentTransfers(window_s=100)
     pair = ("okx", "ethereum")
+    assert not recent.surely_new(pair, T0 + 1, block_key("okx", "ethereum", "0xb0")), "no floor yet: unknown"
     recent.set_floors({pair: T0}, recent.generation)
-    keys = [("okx", "ethereum", f"0xb{i}", f"0xt{i}", 0) for i in range(3)]
-    recent.remember([(pair, T0 + 10, key_hash(keys[0]), 1, 0), (pair, T0 + 50, key_hash(keys[1]), 2, 0)],
-                    recent.generation)
-    assert recent.state(key_hash(keys[0])) == (1, 0)
-    recent.remember([(pair, T0 + 200, key_hash(keys[2]), 3, 0)], recent.generation)
-    assert recent.state(key_hash(keys[0])) is None and recent.state(key_hash(keys[1])) is None
-    assert not recent.fresh(pair, T0 + 50), "a row as old as a forgotten key is looked up again"
-    assert recent.fresh(pair, T0 + 51)
+    blocks = [block_key("okx", "ethereum", f"0xb{i}") for i in range(3)]
+    assert recent.surely_new(pair, T0 + 10, blocks[0])
+    assert not recent.surely_new(pair, T0, blocks[0]), "as old as the table's newest: looked up"
+    recent.remember([(pair, T0 + 10, blocks[0]), (pair, T0 + 50, blocks[1])], recent.generation)
+    assert not recent.surely_new(pair, T0 + 10, blocks[0]), "a block stored: its rows are looked up"
+    recent.remember([(pair, T0 + 200, blocks[2])], recent.generation)
+    assert len(recent) == 1, "the two blocks 100 s older than the newest are forgotten"
+    assert not recent.surely_new(pair, T0 + 50, block_key("okx", "ethereum", "0xother")), "the floor moved up"
+    assert recent.surely_new(pair, T0 + 51, block_key("okx", "ethereum", "0xother"))
     stale = recent.generation
     recent.forget()
-    recent.remember([(pair, T0 + 300, key_hash(keys[0]), 4, 0)], stale)
+    recent.remember([(pair, T0 + 300, blocks[0])], stale)
     assert len(recent) == 0, "what an insert started before a rebalance learned is not kept"
+
+
+def test_blocks_stored_by_a_retry_are_remembered_too(chdb: ClickHouseBackend) -> None:
+    """A retry looks every row up; what it then stores must be remembered, or a republish of it would pass."""
+    dedup = TransferDedup()
+    sink = sink_of(chdb, dedup)
+    write(sink, [transfer(i) for i in range(10)])
+    columns: Any = {k: [r[k] for r in [transfer(i) for i in range(10, 20)]] for k in transfer(0)}
+    dedup.keep(chdb, columns)  # an attempt that failed before reaching the server
+    assert dedup.keep(chdb, columns) is None, "the retry finds nothing stored: every row goes in"
+    chdb.insert("transfers", [transfer(i) for i in range(10, 20)])
+    dedup.after_insert(chdb)
+    looked_up = dedup.rows_looked_up
+    assert write(sink, [transfer(i, version=500 + i) for i in range(10, 20)]) == 0, "republished: dropped"
+    assert dedup.rows_looked_up == looked_up + 10
+    assert raw_rows(chdb, "okx") == 20
