@@ -143,22 +143,17 @@ class TransferDedup:
         """(indices of the rows to look up in the table, each row's :func:`block_key` where it was taken).
 
         The rest are additions :attr:`recent` knows to be new (see :mod:`streams.store.recent_transfers`)."""
-        blocks: list[int | None] = [None] * n
         recent = self.recent
         if recent is None or retry:  # a retry: the failed attempt may have stored rows nobody remembered
-            return list(range(n)), blocks
-        exchange, chain, block_hash = columns["exchange"], columns["chain"], columns["block_hash"]
-        times, removed = columns["block_time"], columns["removed"]
+            return list(range(n)), [None] * n
+        exchange, chain = columns["exchange"], columns["chain"]
         first = recent.unknown(zip(exchange, chain, strict=True))
         if first:
             generation = recent.generation
             recent.set_floors(self.floors(backend, first), generation)
-        unsure: list[int] = []
-        for i in range(n):
-            key = blocks[i] = block_key(exchange[i], chain[i], block_hash[i])
-            if removed[i] or not recent.surely_new((exchange[i], chain[i]), int(times[i]), key):
-                unsure.append(i)
-        return unsure, blocks
+        unsure, keys = recent.unsure_rows(exchange, chain, columns["block_hash"], columns["block_time"],
+                                          columns["removed"])
+        return unsure, list(keys)
 
     def floors(self, backend: ClickHouseBackend, pairs: Sequence[Pair]) -> dict[Pair, int]:
         """The newest block time the table holds per pair (0 for a pair it holds nothing of)."""
