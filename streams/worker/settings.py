@@ -17,7 +17,7 @@ from streams.web import OperatorSettings
 STREAM_BUFFER_RECORDS = 2_048
 """Records each agent's stream may hold read but not yet processed (Faust's default is 4,096). While a worker
 catches up, the buffers stay full, and with ``block_transfers`` records of a busy replay (~35 KB) the default
-took the ``--role all`` worker to a 522 MB peak, over the 500 MB target. It is also the backlog at which a
+took the ``--role all`` worker to a 522 MB peak (with 2,048 it stays ~60 MB lower). It is also the backlog at which a
 ``--role all`` worker's ClickHouse sink, stalled by a ClickHouse outage, stops delivery to ``detect``
 (``docs/operations.md``, known limits)."""
 PRODUCER_BATCH_BYTES = 131_072
