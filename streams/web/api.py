@@ -28,7 +28,7 @@ MAX_STREAMS = 100
 """Open event streams at once; more are refused with 503 rather than slowing the detector down."""
 
 
-def _json(body: object, status: int = 200) -> web.Response:
+def json_response(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
@@ -83,26 +83,26 @@ class OperatorApi:
             if limit < 1:
                 raise ValueError
         except ValueError:
-            return _json({"error": "limit must be a positive integer"}, status=400)
+            return json_response({"error": "limit must be a positive integer"}, status=400)
         state = request.query.get("state")
         if state is not None and state not in ("suspected", "open", "degraded", "resolved"):
-            return _json({"error": "state must be one of suspected, open, degraded, resolved"}, status=400)
+            return json_response({"error": "state must be one of suspected, open, degraded, resolved"}, status=400)
         rows = self.board.incident_rows(request.query.get("exchange"), state, min(limit, MAX_INCIDENTS))
-        return _json(rows)
+        return json_response(rows)
 
     async def openapi(self, request: web.Request) -> web.Response:
         """OpenAPI description of these endpoints."""
-        return _json(openapi_document())
+        return json_response(openapi_document())
 
     async def live(self, request: web.Request) -> web.Response:
         """Liveness."""
         code, body = self.health.live()
-        return _json(body, status=code)
+        return json_response(body, status=code)
 
     async def ready(self, request: web.Request) -> web.Response:
         """Readiness, with a reason per check."""
         code, body = await self.health.ready()
-        return _json(body, status=code)
+        return json_response(body, status=code)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         """Prometheus text format."""
@@ -111,7 +111,7 @@ class OperatorApi:
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: the status whenever it changes (at most every ``push_every_s``)."""
         if self.streams >= MAX_STREAMS:
-            return _json({"error": f"more than {MAX_STREAMS} open event streams"}, status=503)
+            return json_response({"error": f"more than {MAX_STREAMS} open event streams"}, status=503)
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response.prepare(request)

@@ -10,20 +10,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from streams.detection.detector import OutageDetector
 from streams.store.backend import ClickHouseBackend, StoreError
 from streams.store.queries import current_status, recent_outages, withdrawal_count
-from streams.web.api import Handler
+from streams.web.api import Handler, json_response
 
 ReadStore = Callable[[Callable[[ClickHouseBackend], Any]], Awaitable[Any]]
 """Run a query against the store off the event loop (``ClickHouseStore.read``)."""
-
-
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 class StoreApi:
@@ -41,9 +36,9 @@ class StoreApi:
 
     async def _answer(self, query: Callable[[ClickHouseBackend], Any]) -> web.Response:
         try:
-            return _json(await self.read(query))
+            return json_response(await self.read(query))
         except StoreError as exc:
-            return _json({"error": str(exc)}, status=503)
+            return json_response({"error": str(exc)}, status=503)
 
     async def outages(self, request: web.Request) -> web.Response:
         """Outage state changes as stored: ?exchange=X&since=SECONDS&latest=1&limit=N (all versions unless
@@ -55,7 +50,7 @@ class StoreApi:
             since = int(raw_since) if raw_since else None
             limit = int(request.query.get("limit", "100"))
         except ValueError:
-            return _json({"error": "since and limit must be integers"}, status=400)
+            return json_response({"error": "since and limit must be integers"}, status=400)
         return await self._answer(lambda b: recent_outages(b, exchange, limit, since, latest))
 
     async def status(self, request: web.Request) -> web.Response:
@@ -85,4 +80,4 @@ class StoreApi:
                     "outage_id": c.incident.last.outage_id if c.incident else None,
                     "exchange_outage_id": ex.incident.last.outage_id if ex.incident else None,
                 })
-        return _json(rows)
+        return json_response(rows)
