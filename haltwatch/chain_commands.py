@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +20,7 @@ from haltwatch.setting_types import UrlOf
 from haltwatch.shared_options import (
     KafkaOpt,
     LogFormatOpt,
+    MetricsPortOpt,
     PartitionsOpt,
     PrefixOpt,
     ReplicationOpt,
@@ -98,9 +101,7 @@ def connect(
     lag_check_s: Annotated[
         float, typer.Option(envvar="HALTWATCH_LAG_CHECK_S", min=0.1, help="Seconds between endpoint head checks.")
     ] = 30.0,
-    metrics_port: Annotated[
-        int, typer.Option(envvar="HALTWATCH_METRICS_PORT", min=0, help="Prometheus /metrics port; 0 = off.")
-    ] = 0,
+    metrics_port: MetricsPortOpt = 0,
     max_frame_mb: Annotated[
         int, typer.Option(envvar="HALTWATCH_MAX_FRAME_MB", min=1,
                           help="Largest websocket frame (non-EVM: also HTTP body) accepted, MB.")
@@ -128,7 +129,6 @@ def connect(
     """Follow a chain (EVM, Solana, Bitcoin or Tron) and publish labelled transfers and chain heads to Kafka
     (SIGHUP reloads labels)."""
     from connectors.family import family_of, parse_family
-    from connectors.labels import LabelError
     from connectors.run_feed import FeedOptions, feed_for, run_feed
 
     configure_logging(verbose, log_format)
@@ -142,14 +142,10 @@ def connect(
         commitment, token or [], reorg_window, max_frame_mb, rotation_min_funding, rotation_min_recipients,
         chain_id, lag_blocks, lag_check_s,
     )
-    try:
+    with usage_errors():
         feed_class, feed_config = feed_for(chosen, options)
         code = run_feed(feed_class, feed_config, labels, checkpoint, kafka, Topics(prefix), partitions,
                         metrics_port, replication_factor, transfer_records, kafka_security)
-    except LabelError as exc:
-        raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
-    except ValueError as exc:  # an OptionError names its flag
-        raise typer.BadParameter(redact(str(exc)), param_hint=getattr(exc, "flag", None)) from None
     raise typer.Exit(code)
 
 
@@ -170,9 +166,7 @@ def backfill(
     token: Annotated[list[str] | None, typer.Option(envvar="HALTWATCH_TOKENS", help="ERC-20 contract(s).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
-    metrics_port: Annotated[
-        int, typer.Option(envvar="HALTWATCH_METRICS_PORT", min=0, help="Prometheus /metrics port; 0 = off.")
-    ] = 0,
+    metrics_port: MetricsPortOpt = 0,
     transfer_records: TransferRecordsOpt = TransferLayout.BLOCK,
     kafka: KafkaOpt = "127.0.0.1:9092",
     prefix: PrefixOpt = "haltwatch",
@@ -185,7 +179,6 @@ def backfill(
     """Publish past blocks like the live connector (events and heads), to pre-warm detection; resumable."""
     from connectors.evm.config import EvmChainConfig, parse_tokens
     from connectors.evm.run import run_backfill
-    from connectors.labels import LabelError
     from connectors.run_feed import split_values
 
     configure_logging(verbose, log_format)
@@ -194,14 +187,10 @@ def backfill(
                                  param_hint="'--to-block'")
     check_access(kafka, kafka_security)
     resume = checkpoint or Path(f".haltwatch/backfill-{chain}-{from_block}-{to_block}.json")
-    try:
+    with usage_errors():
         config = EvmChainConfig(chain, split_values(ws_url), chain_id=chain_id, tokens=parse_tokens(token or []))
         result = run_backfill(config, labels, resume, kafka, Topics(prefix), partitions, from_block, to_block,
                               metrics_port, progress, replication_factor, transfer_records, kafka_security)
-    except LabelError as exc:
-        raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
-    except ValueError as exc:
-        raise typer.BadParameter(redact(str(exc))) from None
     if isinstance(result, int):
         raise typer.Exit(result)
     if as_json:
@@ -215,6 +204,20 @@ def backfill(
         f"{result.seconds:.1f} s ({result.blocks_per_s:.1f} blocks/s, {result.events_per_s:.0f} events/s); "
         f"checkpoint {resume}"
     )
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """A bad label file or option found while building the connector: one usage line naming the flag (exit 2),
+    secrets masked, not a traceback."""
+    from connectors.labels import LabelError
+
+    try:
+        yield
+    except LabelError as exc:
+        raise typer.BadParameter(redact(str(exc)), param_hint="--labels") from None
+    except ValueError as exc:  # an OptionError names its flag
+        raise typer.BadParameter(redact(str(exc)), param_hint=getattr(exc, "flag", None)) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -42,3 +42,6 @@ LogFormatOpt = Annotated[
     LogFormat, typer.Option(envvar="HALTWATCH_LOG_FORMAT", case_sensitive=False,
                             help="text, or json: one JSON object per log line, for log pipelines.")
 ]
+MetricsPortOpt = Annotated[
+    int, typer.Option(envvar="HALTWATCH_METRICS_PORT", min=0, help="Prometheus /metrics port; 0 = off.")
+]

@@ -24,6 +24,7 @@ from haltwatch.shared_options import (
     VerboseOpt,
 )
 from schemas.topics import Topics
+from streams.alerts.channels import PAGERDUTY_EVENTS_URL
 from streams.group_membership import DEFAULT_SESSION_TIMEOUT_S
 from streams.roles import WorkerRole
 
@@ -60,7 +61,7 @@ def worker(
     pagerduty_url: Annotated[
         str, typer.Option(envvar="HALTWATCH_PAGERDUTY_URL", parser=UrlOf("http", "https"),
                           help="PagerDuty Events API endpoint (EU accounts: https://events.eu.pagerduty.com/v2/enqueue).")
-    ] = "https://events.pagerduty.com/v2/enqueue",
+    ] = PAGERDUTY_EVENTS_URL,
     alertmanager_url: Annotated[
         str | None,
         typer.Option(envvar="HALTWATCH_ALERTMANAGER_URL", parser=UrlOf("http", "https"),
