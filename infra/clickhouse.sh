@@ -103,22 +103,27 @@ secure_config() {
 EOF
 }
 
-# The password user's entry of users.xml when CLICKHOUSE_USER is set (empty otherwise).
-password_user() {
-    [ -n "$CLICKHOUSE_USER" ] || return 0
-    local hash
-    hash="$(printf '%s' "$CLICKHOUSE_PASSWORD" | sha256sum | cut -d' ' -f1)"
+# One user's entry of users.xml, reachable from this machine only: user_entry NAME PASSWORD_ELEMENT.
+user_entry() {
     cat <<EOF
-        <$CLICKHOUSE_USER>
-            <password_sha256_hex>$hash</password_sha256_hex>
+        <$1>
+            $2
             <networks>
                 <ip>::1</ip>
                 <ip>127.0.0.1</ip>
             </networks>
             <profile>default</profile>
             <quota>default</quota>
-        </$CLICKHOUSE_USER>
+        </$1>
 EOF
+}
+
+# The password user's entry of users.xml when CLICKHOUSE_USER is set (empty otherwise).
+password_user() {
+    [ -n "$CLICKHOUSE_USER" ] || return 0
+    local hash
+    hash="$(printf '%s' "$CLICKHOUSE_PASSWORD" | sha256sum | cut -d' ' -f1)"
+    user_entry "$CLICKHOUSE_USER" "<password_sha256_hex>$hash</password_sha256_hex>"
 }
 
 write_config() {
@@ -178,15 +183,7 @@ EOF
         </readonly>
     </profiles>
     <users>
-        <default>
-            <password></password>
-            <networks>
-                <ip>::1</ip>
-                <ip>127.0.0.1</ip>
-            </networks>
-            <profile>default</profile>
-            <quota>default</quota>
-        </default>
+$(user_entry default "<password></password>")
 $(password_user)
     </users>
     <quotas>
