@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from schemas.records import CorrelatedIncident, LabelSuggestion, OutageEvent, OutageState
+from schemas.records import LabelSuggestion, OutageEvent, OutageState
 from streams.detection.baseline import GapTail, SeasonalRate
 from streams.detection.budget import BudgetCheck
 
-Output = OutageEvent | CorrelatedIncident
 Part = tuple[str, str | None]
 """A saved part of the state: (exchange, chain), or (exchange, None) for the exchange-wide part."""
 EXCHANGE_WIDE = "*"

@@ -69,17 +69,14 @@ class RecentTransfers:
                 for pair, floor in floors.items():
                     self._floor.setdefault(pair, floor)
 
-    def surely_new(self, pair: Pair, block_time: int, key: int) -> bool:
-        """Whether an addition of this pair, block time and :func:`block_key` cannot be in the table yet."""
-        floor = self._floor.get(pair)
-        return floor is not None and block_time > floor and key not in self._blocks
-
     def unsure_rows(self, exchanges: Sequence[str], chains: Sequence[str], block_hashes: Sequence[str],
                     times: Sequence[int], removed: Sequence[int]) -> tuple[list[int], list[int]]:
-        """:meth:`surely_new` over a batch's columns: (the rows that are not, every row's :func:`block_key`),
-        in one loop, as the sink checks every row it writes."""
+        """(the rows of a batch's columns that may be in the table, every row's :func:`block_key`).
+
+        A row is surely new when it is an addition, newer than its pair's floor, of a block not stored yet;
+        every other row is unsure. One pass over the columns, as the sink checks every row it writes."""
         floors, blocks = self._floor, self._blocks
-        keys = [hash(k) for k in zip(exchanges, chains, block_hashes, strict=True)]
+        keys = [hash(k) for k in zip(exchanges, chains, block_hashes, strict=True)]  # block_key, inlined
         unsure = [
             i for i, (exchange, chain, t, key, gone) in enumerate(zip(exchanges, chains, times, keys, removed,
                                                                       strict=True))

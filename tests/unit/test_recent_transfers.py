@@ -97,20 +97,28 @@ def test_a_rebalance_forgets_and_asks_the_floors_again(chdb: ClickHouseBackend) 
     assert raw_rows(chdb, "okx") == 25
 
 
+def unsure(recent: RecentTransfers, block_time: int, block: str, removed: int = 0) -> bool:
+    """Whether one okx/ethereum row of ``block`` would be looked up."""
+    rows, keys = recent.unsure_rows(["okx"], ["ethereum"], [block], [block_time], [removed])
+    assert keys == [block_key("okx", "ethereum", block)]
+    return rows == [0]
+
+
 def test_old_blocks_are_forgotten_and_the_floor_moves_past_them() -> None:
     recent = RecentTransfers(window_s=100)
     pair = ("okx", "ethereum")
-    assert not recent.surely_new(pair, T0 + 1, block_key("okx", "ethereum", "0xb0")), "no floor yet: unknown"
+    assert unsure(recent, T0 + 1, "0xb0"), "no floor yet: unknown"
     recent.set_floors({pair: T0}, recent.generation)
+    assert not unsure(recent, T0 + 10, "0xb0")
+    assert unsure(recent, T0, "0xb0"), "as old as the table's newest: looked up"
+    assert unsure(recent, T0 + 10, "0xb0", removed=1), "a retraction is always looked up"
     blocks = [block_key("okx", "ethereum", f"0xb{i}") for i in range(3)]
-    assert recent.surely_new(pair, T0 + 10, blocks[0])
-    assert not recent.surely_new(pair, T0, blocks[0]), "as old as the table's newest: looked up"
     recent.remember([(pair, T0 + 10, blocks[0]), (pair, T0 + 50, blocks[1])], recent.generation)
-    assert not recent.surely_new(pair, T0 + 10, blocks[0]), "a block stored: its rows are looked up"
+    assert unsure(recent, T0 + 10, "0xb0"), "a block stored: its rows are looked up"
     recent.remember([(pair, T0 + 200, blocks[2])], recent.generation)
     assert len(recent) == 1, "the two blocks 100 s older than the newest are forgotten"
-    assert not recent.surely_new(pair, T0 + 50, block_key("okx", "ethereum", "0xother")), "the floor moved up"
-    assert recent.surely_new(pair, T0 + 51, block_key("okx", "ethereum", "0xother"))
+    assert unsure(recent, T0 + 50, "0xother"), "the floor moved up"
+    assert not unsure(recent, T0 + 51, "0xother")
     stale = recent.generation
     recent.forget()
     recent.remember([(pair, T0 + 300, blocks[0])], stale)

@@ -125,8 +125,6 @@ def test_an_outage_marks_every_part_of_the_exchange_and_its_snapshot() -> None:
     worker = Worker()
     for _ in range(6):
         worker.run(300)  # an hour of a withdrawal every block: warm
-    worker.run(1, paid=False)
-    worker.state.owners[3].add("okx")
     halted = [worker.run(10, paid=False) for _ in range(30)]
     opened = [(r, o) for r in halted for o in r.outputs if o.state is OutageState.OPEN]
     assert opened, "an hour without the payout every block had brought opens an outage"
