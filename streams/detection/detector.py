@@ -153,14 +153,14 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
             changes.parts.add((event.exchange, None))
         return changes
 
-    def _changes(self, outputs: list[OutageEvent], progressed: set[Part] | None = None) -> Changes:
+    def _changes(self, outputs: list[OutageEvent]) -> Changes:
         """``outputs`` with every part of the exchanges whose outage state they changed: a state change may
         touch all of an exchange's chains (an exchange-wide incident taints them, its end resets their tests)."""
         parts: set[Part] = set()
         for name in {o.exchange for o in outputs}:
             parts.add((name, None))
             parts.update((name, chain) for chain in self._exchanges[name].chains)
-        return Changes(outputs, parts, progressed if progressed is not None else set())
+        return Changes(outputs, parts)
 
     def _on_withdrawal(self, event: TransferEvent) -> list[OutageEvent] | None:
         """The outage events a withdrawal causes; None for a redelivery (nothing changed)."""
@@ -230,9 +230,9 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
 
     def on_head(self, head: ChainHead, exchanges: Iterable[str] | None = None) -> Changes:
         """Credit chain time up to ``head`` and decide, for the given exchanges (None: all known). The parts
-        of the exchanges it credited are ``progressed``; those whose outage state changed are ``parts``."""
+        of the exchanges it credited are ``credited``; those whose outage state changed are ``parts``."""
         out: list[OutageEvent] = []
-        progressed: set[Part] = set()
+        credited: list[str] = []
         ring = self.block_hashes.setdefault(head.chain, {})
         ring[head.number] = head.hash
         if len(ring) > 2 * HASH_MEMORY:
@@ -246,11 +246,12 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
             c = ex.chains.get(head.chain)
             if c is None or not self._credit(ex, c, head):
                 continue
-            progressed.add((name, head.chain))
-            progressed.add((name, None))  # the credit may fill in the exchange's snapshot of this chain
+            credited.append(name)
             out += self._decide_chain(ex, c, head)
             out += self._decide_exchange(ex, head)
-        return self._changes(out, progressed)
+        changes = self._changes(out)
+        changes.credited, changes.chain = credited, head.chain
+        return changes
 
     # -- decisions ---------------------------------------------------------------------------------
     def _decide_chain(self, ex: ExchangeTrack, c: ChainTrack, head: ChainHead) -> list[OutageEvent]:

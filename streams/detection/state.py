@@ -28,13 +28,22 @@ class Changes:
     """What the detector did with one event: the outage events it decided and the state parts it changed.
 
     The worker saves ``parts`` before it acknowledges the event (a decision depends on them) and
-    ``progressed`` when it gets round to it: a head that only credited chain time changes every tracked
+    :attr:`progressed` when it gets round to it: a head that only credited chain time changes every tracked
     (exchange, chain) of its chain, and a credit lost in a crash delays a later decision, never causes one.
     """
 
     outputs: list[OutageEvent] = field(default_factory=list)
     parts: set[Part] = field(default_factory=set)
-    progressed: set[Part] = field(default_factory=set)
+    credited: list[str] = field(default_factory=list)
+    """Exchanges a head credited chain time to (on ``chain``): a name each, as a head visits every exchange on
+    its chain and most of them only move on; :attr:`progressed` spells out their parts when asked."""
+    chain: str | None = None
+
+    @property
+    def progressed(self) -> set[Part]:
+        """The parts the head moved on: each credited exchange's part of the chain, and its exchange-wide part
+        (the credit may fill in the exchange's snapshot of this chain)."""
+        return {part for name in self.credited for part in ((name, self.chain), (name, None))}
 
 
 @dataclass(slots=True)

@@ -85,7 +85,8 @@ class DetectStep:
     def run(self, batch: Sequence[Delivery]) -> DetectResult:
         """Feed a batch to the detector. One bad record never stops the rest: it is dead-lettered."""
         result = DetectResult()
-        progressed: dict[int, set[Part]] = {}
+        progressed: dict[tuple[int, str], set[str]] = {}
+        """(partition, chain) -> exchanges its heads credited in this batch (their parts are spelled out once)."""
         for delivery in batch:
             self._mark(result, self.state.restore(delivery.partition), delivery.partition)
             try:
@@ -124,7 +125,7 @@ class DetectStep:
         self._head_unsaved.clear()
 
     def _apply(self, record: Record, partition: int, result: DetectResult,
-               progressed: dict[int, set[Part]]) -> bool:
+               progressed: dict[tuple[int, str], set[str]]) -> bool:
         """Feed one record; False for a record that does not belong on the transfers topic."""
         if isinstance(record, TransferEvent):
             self._mark(result, self.state.load(record.exchange, partition), partition)
@@ -135,7 +136,7 @@ class DetectStep:
             mine = self.state.owned(partition)
             changes = self.detector.on_head(record, mine)
             self._take(changes, partition, result)
-            progressed.setdefault(partition, set()).update(changes.progressed)
+            progressed.setdefault((partition, record.chain), set()).update(changes.credited)
             now = self.monotonic()
             if now - self._last_status.get(partition, float("-inf")) >= STATUS_EVERY_S:
                 self._last_status[partition] = now
@@ -164,13 +165,16 @@ class DetectStep:
         for part in parts:
             result.dirty[part] = partition
 
-    def _pace_head_saves(self, result: DetectResult, progressed: dict[int, set[Part]]) -> None:
+    def _pace_head_saves(self, result: DetectResult, progressed: dict[tuple[int, str], set[str]]) -> None:
         """Note the parts heads moved on as unsaved, and every ``HEAD_SAVE_EVERY_S`` have a partition's unsaved
         parts saved with the batch."""
         now = self.monotonic()
-        for partition, parts in progressed.items():
+        for (partition, chain), names in progressed.items():
             unsaved = self._head_unsaved.setdefault(partition, set())
-            unsaved |= parts
+            unsaved.update((name, chain) for name in names)
+            unsaved.update((name, None) for name in names)  # the credit may fill in an exchange's snapshot
+        for partition in {partition for partition, _ in progressed}:
+            unsaved = self._head_unsaved[partition]
             if now - self._head_saved_at.setdefault(partition, now) >= HEAD_SAVE_EVERY_S:
                 self._head_saved_at[partition] = now
                 self._mark(result, unsaved, partition)
