@@ -49,6 +49,22 @@ class SeasonalRate:
     above it as prior data."""
     _cache: dict[int, tuple[float, float]] = field(default_factory=dict)
     _seen_elsewhere: dict[int, float] = field(default_factory=dict)
+    _by_hour: array[float] = field(default_factory=lambda: array("d", [0.0] * 48))
+    """Per hour of the day, withdrawals then exposure summed over the weekdays (kept as the bins change)."""
+    _by_day: array[float] = field(default_factory=lambda: array("d", [0.0] * 14))
+    """Per weekday, withdrawals then exposure summed over its hours."""
+
+    def __post_init__(self) -> None:
+        self._resum()
+
+    def _resum(self) -> None:
+        """The hour-of-day and weekday sums, from the bins (after a restore)."""
+        for hod in range(24):
+            self._by_hour[hod] = sum(self.events_w[hod::24])
+            self._by_hour[24 + hod] = sum(self.exposure_w[hod::24])
+        for dow in range(7):
+            self._by_day[dow] = sum(self.events_w[24 * dow:24 * dow + 24])
+            self._by_day[7 + dow] = sum(self.exposure_w[24 * dow:24 * dow + 24])
 
     def _decay_to(self, t: int) -> None:
         hour = t // HOUR
@@ -62,6 +78,10 @@ class SeasonalRate:
         for i in range(WEEK_HOURS):
             self.events_w[i] *= factor
             self.exposure_w[i] *= factor
+        for i in range(48):
+            self._by_hour[i] *= factor
+        for i in range(14):
+            self._by_day[i] *= factor
         self.total_events *= factor
         self.total_exposure *= factor
         self.decayed_at_hour = hour
@@ -73,6 +93,11 @@ class SeasonalRate:
         h = hour_of_week(t)
         self.events_w[h] += withdrawals
         self.exposure_w[h] += exposure_s
+        hod, dow = h % 24, h // 24
+        self._by_hour[hod] += withdrawals
+        self._by_hour[24 + hod] += exposure_s
+        self._by_day[dow] += withdrawals
+        self._by_day[7 + dow] += exposure_s
         self.total_events += withdrawals
         self.total_exposure += exposure_s
         self._cache.clear()
@@ -106,11 +131,8 @@ class SeasonalRate:
         if overall <= 0:
             return 0.0
         hod, dow = h % 24, h // 24
-        hod_events = sum(self.events_w[hod::24])  # this hour of every day, Monday first
-        hod_exposure = sum(self.exposure_w[hod::24])
-        day = slice(24 * dow, 24 * dow + 24)
-        dow_events = sum(self.events_w[day])
-        dow_exposure = sum(self.exposure_w[day])
+        hod_events, hod_exposure = self._by_hour[hod], self._by_hour[24 + hod]  # this hour of every day
+        dow_events, dow_exposure = self._by_day[dow], self._by_day[7 + dow]
         prior = (
             overall
             * self._factor(hod_events, hod_exposure, overall, self.prior_hours * HOUR)
@@ -127,8 +149,7 @@ class SeasonalRate:
         h = hour_of_week(t)
         seen = self._seen_elsewhere.get(h)
         if seen is None:
-            days = self.exposure_w[h % 24 :: 24]
-            seen = self._seen_elsewhere[h] = sum(days[: h // 24] + days[h // 24 + 1 :]) / HOUR
+            seen = self._seen_elsewhere[h] = max(0.0, self._by_hour[24 + h % 24] - self.exposure_w[h]) / HOUR
         return seen
 
     def support(self, t: int) -> float:

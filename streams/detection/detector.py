@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -34,7 +34,6 @@ from schemas.records import ChainHead, Direction, LabelSuggestion, OutageEvent, 
 from streams.detection.baseline import UNSURE_EXCESS, SeasonalRate
 from streams.detection.budget import BudgetEstimate, estimate
 from streams.detection.clock import Clock
-from streams.detection.exposure import ExposureAccounting
 from streams.detection.lifecycle import DecisionContext, IncidentLifecycle, revised
 from streams.detection.policy import DetectionPolicy
 from streams.detection.state import (
@@ -48,6 +47,7 @@ from streams.detection.state import (
     Withdrawal,
 )
 from streams.detection.state_codec import chain_value, exchange_value, last_payout_value, restore_exchange
+from streams.detection.visits import HeadVisits
 
 DEGRADED_MIN_PAYOUTS = 2
 """Payouts that must have come during a rate collapse for it to be "degraded" rather than a silence."""
@@ -55,7 +55,7 @@ HASH_MEMORY = 512
 """Credited heights per chain whose hashes are remembered (deeper than any reorg the connectors undo)."""
 
 
-class OutageDetector(ExposureAccounting, IncidentLifecycle):
+class OutageDetector(HeadVisits, IncidentLifecycle):
     """Outage decisions for the exchanges whose events it is fed."""
 
     def __init__(self, policy: DetectionPolicy, clock: Clock) -> None:
@@ -68,12 +68,20 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
         """Per chain, the hash of each recently credited height: a transfer at a credited height is a
         redelivery if its block hash matches, and a reorg's replacement block if it does not."""
         self._ln_rho = math.log(1.0 / policy.degraded_ratio)
+        self.clocks = {}
+        """(chain, lane) → the clock of that chain's heads in that lane (:mod:`.chain_clock`)."""
+        self._joining = {}
+        """chain → exchange → a track that joins its lane's clock at its next head (new or restored)."""
+        self.moved = set()
+        """Parts that caught up with their clock since the worker last took them (:meth:`take_moved`)."""
+        self._met = 0
 
     # -- state -------------------------------------------------------------------------------------
     def exchange(self, name: str) -> ExchangeTrack:
         track = self._exchanges.get(name)
         if track is None:
-            track = self._exchanges[name] = ExchangeTrack(name)
+            self._met += 1
+            track = self._exchanges[name] = ExchangeTrack(name, order=self._met)
         return track
 
     def chain_track(self, exchange: ExchangeTrack, chain: str) -> ChainTrack:
@@ -82,6 +90,7 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
             rate = SeasonalRate(half_life_h=self.policy.seasonal_half_life_h,
                                 prior_hours=self.policy.seasonal_prior_hours)
             track = exchange.chains[chain] = ChainTrack(chain, rate)
+            self._join_later(exchange, track)
         return track
 
     def exchanges(self) -> set[str]:
@@ -92,6 +101,7 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
         if exchange not in self._exchanges:
             return {}
         ex = self._exchanges[exchange]
+        self.settle([exchange])
         return {**exchange_value(ex), "chains": {name: chain_value(c) for name, c in ex.chains.items()}}
 
     def export_exchange(self, exchange: str) -> dict[str, Any]:
@@ -105,6 +115,7 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
         c = ex.chains.get(chain) if ex is not None else None
         if ex is None or c is None:
             return {}
+        self._sync(ex, c)
         return {**chain_value(c), "last": last_payout_value(ex)}
 
     def _exchange_shape(self, exchange: str) -> tuple[int, bool]:
@@ -125,7 +136,15 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
 
         A chain whose part is missing starts afresh (it was never saved)."""
         if exchange_part:
-            self._exchanges[exchange] = restore_exchange(exchange, exchange_part, chains, self.policy)
+            old = self._exchanges.get(exchange)
+            if old is not None:
+                self._detach(old)
+            ex = self._exchanges[exchange] = restore_exchange(exchange, exchange_part, chains, self.policy)
+            if old is None:
+                self._met += 1
+            ex.order = old.order if old is not None else self._met
+            for c in ex.chains.values():
+                self._join_later(ex, c)
 
     def budget(self, exchange: str) -> BudgetEstimate:
         """The false-alarm rate the thresholds are estimated to give on this exchange's own normal traffic,
@@ -135,7 +154,9 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
         return estimate(exchange, checks, self.policy.false_alarms_per_exchange, self.policy.budget_days)
 
     def forget(self, exchange: str) -> None:
-        self._exchanges.pop(exchange, None)
+        ex = self._exchanges.pop(exchange, None)
+        if ex is not None:
+            self._detach(ex)
 
     # -- events ------------------------------------------------------------------------------------
     def on_transfer(self, event: TransferEvent) -> Changes:
@@ -147,6 +168,7 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
         outputs = self._on_withdrawal(event)
         if outputs is None:
             return Changes()  # a redelivery
+        self._paid(self._exchanges[event.exchange], event.chain, event.removed)
         changes = self._changes(outputs)
         changes.parts.add((event.exchange, event.chain))  # it carries the exchange's last payout too
         if shape[1] or self._exchange_shape(event.exchange) != shape:
@@ -160,12 +182,14 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
         for name in {o.exchange for o in outputs}:
             parts.add((name, None))
             parts.update((name, chain) for chain in self._exchanges[name].chains)
+            self._refresh(self._exchanges[name])
         return Changes(outputs, parts)
 
     def _on_withdrawal(self, event: TransferEvent) -> list[OutageEvent] | None:
         """The outage events a withdrawal causes; None for a redelivery (nothing changed)."""
         ex = self.exchange(event.exchange)
         c = self.chain_track(ex, event.chain)
+        self._sync(ex, c)
         if event.removed:
             return self._retract(ex, c, event)
         if event.block_number <= c.head_number:
@@ -198,16 +222,17 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
             for name in ex.incident.last.scope:  # the others' silence so far was this incident's
                 track = ex.chains.get(name)
                 if track is not None and track is not c and track.incident is None:  # (not one of its own)
-                    track.quiet_from_u = track.u_total
+                    track.quiet_from_u = track.u_now()
             ex.incident = None
         if was_disturbed and not self._disturbed(ex, c):
             for track in ex.chains.values():
+                self._sync(ex, track)
                 track.reset_drop()  # an outage just ended: the rate test starts afresh
         if self._disturbed(ex, c):
             c.tainted = True  # the gap this payout starts belongs to the incident too
         if ex.last_time is None or t >= ex.last_time:
             ex.last_time, ex.last_tx, ex.last_chain = t, event.tx_hash, event.chain
-            ex.snapshot = {name: (None if name == event.chain else track.u_total) for name, track in ex.chains.items()}
+            ex.snapshot = {name: (None if name == event.chain else track.u_now()) for name, track in ex.chains.items()}
             ex.note_last()
         return out
 
@@ -228,27 +253,17 @@ class OutageDetector(ExposureAccounting, IncidentLifecycle):
         changes.parts.add((suggestion.exchange, None))
         return changes
 
-    def on_head(self, head: ChainHead, exchanges: Iterable[str] | None = None) -> Changes:
-        """Credit chain time up to ``head`` and decide, for the given exchanges (None: all known). The parts
-        of the exchanges it credited are ``credited``; those whose outage state changed are ``parts``."""
-        out: list[OutageEvent] = []
-        credited: list[str] = []
+    def on_head(self, head: ChainHead, exchanges: Collection[str] | None = None, lane: object = None) -> Changes:
+        """Credit chain time up to ``head`` and decide what is due (:mod:`.visits`). ``exchanges``: those whose
+        heads this is (None: all), ``lane``: the stream it came by (a worker's partition: each has its own copy
+        of a chain's heads, in its own order). The exchanges it credited are ``credited``; the parts of those
+        whose outage state changed are ``parts``."""
         ring = self.block_hashes.setdefault(head.chain, {})
         ring[head.number] = head.hash
         if len(ring) > 2 * HASH_MEMORY:
             for number in [n for n in ring if n <= head.number - HASH_MEMORY]:
                 del ring[number]
-        names = self._exchanges.keys() if exchanges is None else exchanges
-        for name in names:
-            ex = self._exchanges.get(name)
-            if ex is None:
-                continue
-            c = ex.chains.get(head.chain)
-            if c is None or not self._credit(ex, c, head):
-                continue
-            credited.append(name)
-            out += self._decide_chain(ex, c, head)
-            out += self._decide_exchange(ex, head)
+        out, credited = self._visit_head(head, exchanges, lane)
         changes = self._changes(out)
         changes.credited, changes.chain = credited, head.chain
         return changes

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 
-from schemas.records import ChainHead, OutageState
+from schemas.records import OutageState
 from streams.detection.baseline import cautious_share, uncertain
+from streams.detection.chain_clock import collapse_restart
 from streams.detection.dispersion import collapse_llr, mixed_nats
 from streams.detection.policy import DetectionPolicy
 from streams.detection.state import ChainTrack, ExchangeTrack
@@ -23,70 +24,99 @@ class ExposureAccounting:
     _ln_rho: float
 
     # -- accounting --------------------------------------------------------------------------------
-    def _credit(self, ex: ExchangeTrack, c: ChainTrack, head: ChainHead) -> bool:
-        """Advance the chain's clock; True when an interval was credited (a decision is due)."""
-        if head.number <= c.head_number:
-            # redelivered, or a reorg's replacement of a credited height: no new chain time, but payouts
-            # of a replacement block still start their gap here
-            for w in reversed(c.recent):
-                if w.u_at is not None:
-                    break
-                if w.block <= head.number:
-                    w.u_at = c.u_total
-            return False
-        # consecutive: the next height, or (Solana skips slots) a block whose parent is the last credited one
-        consecutive = c.head_number >= 0 and (
-            head.number == c.head_number + 1 or (bool(c.head_hash) and head.parent_hash == c.head_hash)
-        )
-        prev_time = c.head_time
-        c.head_number, c.head_time, c.head_hash = head.number, head.block_time, head.hash
-        c.pending_ids.clear()
-        credited = False
-        if consecutive and prev_time is not None and head.block_time > prev_time:
-            interval = head.block_time - prev_time
-            cap = float(self.policy.max_block_credit_s)
-            if c.interval_s is not None:
-                cap = min(cap, self.policy.stall_intervals * c.interval_s)
-            if interval <= cap:
-                c.interval_s = interval if c.interval_s is None else 0.95 * c.interval_s + 0.05 * interval
-            seconds = min(float(interval), cap)
-            rate = c.rate.at(head.block_time)
-            warm, disturbed = self._warm(c), self._disturbed(ex, c)
-            c.u_total += rate * seconds
-            if warm and not c.tainted and not disturbed:
-                c.tail.swings.expect(rate * seconds)
-            else:
-                c.tail.swings.discard()  # an incident's counts, or a model still warming up, are not normal
-            if c.pending and c.pending[-1][0] // 3600 == head.block_time // 3600:
-                c.pending[-1][1] += seconds
-            else:
-                c.pending.append([float(head.block_time), float(seconds)])
-            if c.tail.gaps > 0 and warm:
-                # the rate test counts only the payouts the rate surely owes: an overestimated rate (an
-                # unseen weekday, drift) must not read as a collapse
-                sure = cautious_share(self._shape(c, head.block_time))
-                expected = c.tail.base_beta() * rate * seconds * sure
-                owed = expected * (1 - self.policy.degraded_ratio)
-                known = c.rate.hours_seen_elsewhere(head.block_time) >= self.policy.degraded_min_hours
-                if known and not disturbed:
-                    # a mere suspicion does not stop the rate test; an unknown hour does
-                    self._collapse_step(c, expected, 0.0)
-                elif c.incident is not None and c.incident.state is OutageState.DEGRADED:
-                    c.incident.recover = max(0.0, c.incident.recover - owed)
-            credited = True
-            if disturbed:
-                c.tainted = True
-        elif self._disturbed(ex, c):
+    def _rates(self, ex: ExchangeTrack, c: ChainTrack, t: int) -> tuple[float, float, bool]:
+        """At chain time ``t``'s hour: expected withdrawals per second, the share of them the rate test
+        counts as surely owed (0 while it does not run) and whether it counts them (else a degraded
+        incident's recovery pays them back). ``rate_now`` and ``owed_now`` (payouts owed per second, gap-tail
+        units) are kept on the track: they hold until its next payout or the next hour, which is what a
+        catch-up and a due position rely on."""
+        rate = c.rate.at(t)
+        sure, counts = 0.0, False
+        if c.tail.gaps > 0 and self._warm(c):
+            # the rate test counts only the payouts the rate surely owes: an overestimated rate (an unseen
+            # weekday, drift) must not read as a collapse
+            sure = cautious_share(self._shape(c, t))
+            known = c.rate.hours_seen_elsewhere(t) >= self.policy.degraded_min_hours
+            counts = known and not self._disturbed(ex, c)  # a mere suspicion does not stop it; an unknown hour does
+        c.rate_now = rate
+        c.owed_now = c.tail.base_beta() * rate * sure if counts else 0.0
+        return rate, sure, counts
+
+    def _accrue(self, ex: ExchangeTrack, c: ChainTrack, seconds: float, t: int, one_head: bool) -> None:
+        """Credit ``seconds`` of chain time in ``t``'s hour: the gap's expected withdrawals, the exposure to
+        learn when it ends, the swings' window and the rate-collapse test. ``one_head``: the seconds of one
+        head (else a catch-up over several, see :mod:`.chain_clock`)."""
+        if not one_head:
+            self._catch_up(ex, c, seconds, t)
+            return
+        warm = self._warm(c)
+        rate, sure, counts = self._rates(ex, c, t)
+        disturbed = self._disturbed(ex, c)
+        c.u_total += rate * seconds
+        if warm and not c.tainted and not disturbed:
+            c.tail.swings.expect(rate * seconds)
+        else:
+            c.tail.swings.discard()  # an incident's counts, or a model still warming up, are not normal
+        pending = c.pending
+        if pending and pending[-1][0] // 3600 == t // 3600:
+            pending[-1][1] += seconds
+        else:
+            pending.append([float(t), float(seconds)])
+        if c.tail.gaps > 0 and warm:
+            expected = c.tail.base_beta() * rate * seconds * sure
+            if counts:
+                c.owed_total += expected
+                self._collapse_step(c, expected, 0.0)
+            elif c.incident is not None and c.incident.state is OutageState.DEGRADED:
+                c.incident.recover = max(0.0, c.incident.recover - expected * (1 - self.policy.degraded_ratio))
+        if disturbed:
             c.tainted = True
-        for w in reversed(c.recent):  # payouts of this block start their gap after its interval
+
+    def _catch_up(self, ex: ExchangeTrack, c: ChainTrack, seconds: float, t: int) -> None:
+        """:meth:`_accrue` over several heads of one hour, at the rates the track was last scheduled with:
+        they hold until its next payout or the next hour, and no incident touches it (it would be visited at
+        every head)."""
+        expected = c.rate_now * seconds
+        c.u_total += expected
+        if c.warm and not c.tainted and not self._disturbed(ex, c):
+            c.tail.swings.expect(expected)
+        else:
+            c.tail.swings.discard()
+        pending = c.pending
+        if pending and pending[-1][0] // 3600 == t // 3600:
+            pending[-1][1] += seconds
+        else:
+            pending.append([float(t), float(seconds)])
+        if c.owed_now:
+            owed = c.owed_now * seconds
+            c.owed_total += owed
+            if c.tail.swing_var <= 0.0:
+                self._collapse_step(c, owed, 0.0)
+            else:
+                self._collapse_span(c, owed)
+
+    def _collapse_span(self, c: ChainTrack, expected: float) -> None:
+        """The swinging rate-collapse test over a catch-up of several heads (:func:`.chain_clock.collapse_restart`)."""
+        m, n, value = collapse_restart(c.drop_m, c.drop_m + expected, c.drop_n, c.tail.log_var,
+                                       self.policy.degraded_ratio)
+        if value <= 0.0:
+            c.reset_drop()
+            return
+        if n != c.drop_n:
+            c.drop_payouts = 0  # it restarted inside the catch-up
+        c.drop_m, c.drop_n, c.drop = m, n, value
+
+    def _gap_starts(self, ex: ExchangeTrack, c: ChainTrack, number: int) -> None:
+        """At the head of block ``number``: the payouts of blocks up to it start their gap here, and so does the
+        exchange-wide silence if its last payout was on this chain."""
+        for w in reversed(c.recent):
             if w.u_at is not None:
                 break
-            if w.block <= head.number:
+            if w.block <= number:
                 w.u_at = c.u_total
-        if ex.snapshot.get(c.chain, 0.0) is None and ex.last_chain == c.chain:
+        if ex.last_chain == c.chain and ex.snapshot.get(c.chain, 0.0) is None:
             ex.snapshot[c.chain] = c.u_total
             ex.note_last()
-        return credited
 
     def _end_gap(self, c: ChainTrack) -> None:
         """Learn from the gap that a payout just ended, unless an incident touched it."""
@@ -170,7 +200,7 @@ class ExposureAccounting:
         for c in warm:
             snap = ex.snapshot.get(c.chain)
             if snap is not None and (c.incident is None or c.incident.state is OutageState.SUSPECTED):
-                silent.append((c, c.u_total - snap))
+                silent.append((c, c.u_now() - snap))
         return silent
 
     def _exchange_evidence(self, silent: list[tuple[ChainTrack, float]], t: int) -> tuple[float, float, float]:

@@ -9,13 +9,17 @@ written to and read back from the worker's changelog table is :mod:`.state_codec
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from schemas.records import LabelSuggestion, OutageEvent, OutageState
 from streams.detection.baseline import GapTail, SeasonalRate
 from streams.detection.budget import BudgetCheck
+
+if TYPE_CHECKING:
+    from streams.detection.chain_clock import ChainClock
 
 Part = tuple[str, str | None]
 """A saved part of the state: (exchange, chain), or (exchange, None) for the exchange-wide part."""
@@ -27,23 +31,16 @@ EXCHANGE_WIDE = "*"
 class Changes:
     """What the detector did with one event: the outage events it decided and the state parts it changed.
 
-    The worker saves ``parts`` before it acknowledges the event (a decision depends on them) and
-    :attr:`progressed` when it gets round to it: a head that only credited chain time changes every tracked
-    (exchange, chain) of its chain, and a credit lost in a crash delays a later decision, never causes one.
+    The worker saves ``parts`` before it acknowledges the event (a decision depends on them). What heads
+    alone move on (chain time credited) it saves when it gets round to it, from
+    :attr:`OutageDetector.moved`: a credit lost in a crash delays a later decision, never causes one.
     """
 
     outputs: list[OutageEvent] = field(default_factory=list)
     parts: set[Part] = field(default_factory=set)
     credited: list[str] = field(default_factory=list)
-    """Exchanges a head credited chain time to (on ``chain``): a name each, as a head visits every exchange on
-    its chain and most of them only move on; :attr:`progressed` spells out their parts when asked."""
+    """Exchanges a head visited and credited chain time to (on ``chain``), in the order it decided them."""
     chain: str | None = None
-
-    @property
-    def progressed(self) -> set[Part]:
-        """The parts the head moved on: each credited exchange's part of the chain, and its exchange-wide part
-        (the credit may fill in the exchange's snapshot of this chain)."""
-        return {part for name in self.credited for part in ((name, self.chain), (name, None))}
 
 
 @dataclass(slots=True)
@@ -113,9 +110,48 @@ class ChainTrack:
     resumes a few blocks after the others would open an incident of its own the moment the exchange-wide
     one resolved, and resolve it a few blocks later."""
 
+    # -- kept while it follows a chain clock (never saved: a restored track catches up at its next head) --
+    clock: ChainClock | None = None
+    """The clock it catches up with (:mod:`.chain_clock`); None until its first head after it was created
+    or restored."""
+    sync_position: float = 0.0
+    """The clock's position it was last credited up to."""
+    rate_now: float = 0.0
+    """Expected withdrawals per second at the clock's hour (until its next payout)."""
+    owed_now: float = 0.0
+    """Payouts per second the rate-collapse test counts as owed at the clock's hour (0: it does not run)."""
+    owed_total: float = 0.0
+    """Payouts the rate-collapse test was credited as owed since the track was loaded."""
+    target_u: float = math.inf
+    """``u_total`` at which its gap test could be due (from :func:`.chain_clock.gap_room`)."""
+    target_owed: float = math.inf
+    """``owed_total`` at which its rate-collapse test could be due."""
+    wide_target: float = math.inf
+    """``u_total`` at which the exchange-wide test could be due, from this chain's share of the room."""
+    wide_beta: float = 0.0
+    """Its base rate, with slack, when the room was shared (a higher one voids the share)."""
+    wide_room: float = 0.0
+    """Its share: the exchange-wide evidence bound it may contribute (``wide_beta`` times its ``u`` since the
+    exchange's last payout) before the test could be due."""
+    due_seq: int = 0
+    """Its live entry in the clock's schedule."""
+    due_position: float = math.inf
+    """Where that entry is due (inf: none, its next visit is the hour's end)."""
+    scheduled_block: int = -1
+    """The block of the payout it was last scheduled after (its next payouts in that block keep the schedule)."""
+    gap_block: int | None = None
+    """The block of its latest payouts while their head has not started their gap yet (on its clock)."""
+
     @property
     def last(self) -> Withdrawal | None:
         return self.recent[-1] if self.recent else None
+
+    def u_now(self) -> float:
+        """Expected withdrawals credited up to its clock's last head (``u_total`` plus what is not yet caught up)."""
+        clock = self.clock
+        if clock is None:
+            return self.u_total
+        return self.u_total + self.rate_now * (clock.position - self.sync_position)
 
     def reset_drop(self) -> None:
         self.drop, self.drop_payouts, self.drop_m, self.drop_n = 0.0, 0, 0.0, 0.0
@@ -126,7 +162,7 @@ class ChainTrack:
         if last is None or last.u_at is None:
             return 0.0
         start = last.u_at if self.quiet_from_u is None else max(last.u_at, self.quiet_from_u)
-        return self.u_total - start
+        return self.u_now() - start
 
 
 @dataclass(slots=True)
@@ -144,6 +180,13 @@ class ExchangeTrack:
     last_seq: int = 0
     """Counts the changes of the last payout and the snapshot, which every saved part carries: a restore
     takes them from the part that carries the highest count (see :meth:`OutageDetector.export_chain`)."""
+
+    order: int = 0
+    """When the detector first met it: exchanges visited at one head are decided in this order."""
+    wide_members: frozenset[str] = frozenset()
+    """Chains among which the exchange-wide test's room was shared out (:meth:`HeadVisits._share_wide`)."""
+    wide_var: float = -1.0
+    """The swing variance the shared room allowed for (a wider one on any chain voids the shares)."""
 
     def note_last(self) -> None:
         self.last_seq += 1

@@ -78,6 +78,7 @@ def snapshot(
     """Rows for every chain of the given exchanges that the detector tracks (unknown ones are skipped)."""
     now = time.time() if now is None else now
     rows = []
+    detector.settle(exchanges)  # every chain's latest head, not the last one each exchange was visited at
     for name in sorted(exchanges):
         ex = detector.view.get(name)
         if ex is None:

@@ -151,6 +151,7 @@ class LiveBoard:
 
     def cells(self) -> list[dict[str, Any]]:
         rows = []
+        self.detector.settle()  # every chain's latest head, not the last one each exchange was visited at
         for name in sorted(self.detector.view):
             ex = self.detector.view[name]
             for chain in sorted(ex.chains):

@@ -66,6 +66,7 @@ class StoreApi:
     async def detector_rows(self, request: web.Request) -> web.Response:
         """What this worker's detector knows right now, per (exchange, chain) it owns."""
         rows = []
+        self.detector.settle()  # every chain's latest head, not the last one each exchange was visited at
         for ex in self.detector.view.values():
             for c in ex.chains.values():
                 last = c.last

@@ -74,10 +74,6 @@ class DetectStep:
         self.observe = observe
         """Called after the detector handled a record (the status page and metrics count it)."""
         self._head_saved_at: dict[int, float] = {}
-        self._head_unsaved: dict[int, set[Part]] = {}
-        """partition → parts that heads moved on and no save has written since (a withdrawal's save writes its
-        chain's part whole, heads included: a replay, where most parts are saved that way, then writes only
-        the rest)."""
         self._last_status: dict[int, float] = {}
         self._stale_status: set[int] = set()
         """Partitions whose heads moved on since their last status snapshot."""
@@ -85,8 +81,8 @@ class DetectStep:
     def run(self, batch: Sequence[Delivery]) -> DetectResult:
         """Feed a batch to the detector. One bad record never stops the rest: it is dead-lettered."""
         result = DetectResult()
-        progressed: dict[tuple[int, str], set[str]] = {}
-        """(partition, chain) -> exchanges its heads credited in this batch (their parts are spelled out once)."""
+        progressed: set[int] = set()
+        """Partitions whose heads moved chain time on in this batch."""
         for delivery in batch:
             self._mark(result, self.state.restore(delivery.partition), delivery.partition)
             try:
@@ -103,9 +99,9 @@ class DetectStep:
                     raw = delivery.value if one is record else encode(one)
                     result.dead.append((raw, f"detector error: {exc!r}"))
         self._pace_head_saves(result, progressed)
-        for (exchange, chain), partition in result.dirty.items():
-            if chain is not None:
-                self._head_unsaved.get(partition, set()).discard((exchange, chain))
+        # a withdrawal's save writes its chain's part whole, heads included: a replay, where most parts are
+        # saved that way, then writes only the rest
+        self.detector.moved.difference_update(part for part in result.dirty if part[1] is not None)
         if batch and self.clock.now() - batch[-1].timestamp < LIVE_LAG_S:
             result.status |= self.stale_status()  # caught up: the batch's last heads reach the status table now
         return result
@@ -122,10 +118,9 @@ class DetectStep:
     def forget(self) -> None:
         """After a rebalance: the table is the truth again (``DetectorStateTable.forget``)."""
         self.state.forget()
-        self._head_unsaved.clear()
 
     def _apply(self, record: Record, partition: int, result: DetectResult,
-               progressed: dict[tuple[int, str], set[str]]) -> bool:
+               progressed: set[int]) -> bool:
         """Feed one record; False for a record that does not belong on the transfers topic."""
         if isinstance(record, TransferEvent):
             self._mark(result, self.state.load(record.exchange, partition), partition)
@@ -134,9 +129,9 @@ class DetectStep:
             result.status |= {o.exchange for o in changes.outputs}
         elif isinstance(record, ChainHead):
             mine = self.state.owned(partition)
-            changes = self.detector.on_head(record, mine)
+            changes = self.detector.on_head(record, mine, lane=partition)
             self._take(changes, partition, result)
-            progressed.setdefault((partition, record.chain), set()).update(changes.credited)
+            progressed.add(partition)
             now = self.monotonic()
             if now - self._last_status.get(partition, float("-inf")) >= STATUS_EVERY_S:
                 self._last_status[partition] = now
@@ -165,17 +160,13 @@ class DetectStep:
         for part in parts:
             result.dirty[part] = partition
 
-    def _pace_head_saves(self, result: DetectResult, progressed: dict[tuple[int, str], set[str]]) -> None:
-        """Note the parts heads moved on as unsaved, and every ``HEAD_SAVE_EVERY_S`` have a partition's unsaved
-        parts saved with the batch."""
+    def _pace_head_saves(self, result: DetectResult, progressed: set[int]) -> None:
+        """Every ``HEAD_SAVE_EVERY_S``, have the parts that heads alone moved on in a partition saved with the
+        batch: its exchanges catch up with their chains' clocks first (``OutageDetector.settle``)."""
         now = self.monotonic()
-        for (partition, chain), names in progressed.items():
-            unsaved = self._head_unsaved.setdefault(partition, set())
-            unsaved.update((name, chain) for name in names)
-            unsaved.update((name, None) for name in names)  # the credit may fill in an exchange's snapshot
-        for partition in {partition for partition, _ in progressed}:
-            unsaved = self._head_unsaved[partition]
+        for partition in sorted(progressed):
             if now - self._head_saved_at.setdefault(partition, now) >= HEAD_SAVE_EVERY_S:
                 self._head_saved_at[partition] = now
-                self._mark(result, unsaved, partition)
-                unsaved.clear()
+                owned = self.state.owned(partition)
+                self.detector.settle(owned)
+                self._mark(result, self.detector.take_moved(owned), partition)
