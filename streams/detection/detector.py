@@ -45,6 +45,7 @@ from streams.detection.state import (
     Incident,
     Part,
     Withdrawal,
+    event_key,
 )
 from streams.detection.state_codec import chain_value, exchange_value, last_payout_value, restore_exchange
 from streams.detection.visits import HeadVisits
@@ -196,10 +197,10 @@ class OutageDetector(HeadVisits, IncidentLifecycle):
             credited = self.block_hashes.get(event.chain, {}).get(event.block_number)
             if credited is None or credited == event.block_hash:
                 return None  # its block's head was already credited: a redelivery
-        event_id = event.event_id
-        if event_id in c.pending_ids:
+        key = event_key(event.event_id)
+        if key in c.pending_keys:
             return None
-        c.pending_ids.add(event_id)
+        c.pending_keys.add(key)
         out: list[OutageEvent] = []
         t = event.block_time
         c.tail.swings.pay()  # before the gap ends: the payout that ends a gap belongs to the window it closes
@@ -208,7 +209,7 @@ class OutageDetector(HeadVisits, IncidentLifecycle):
         c.withdrawals += 1
         c.pending_events += 1
         c.quiet_from_u = None
-        c.recent.append(Withdrawal(event_id, event.block_number, t, event.tx_hash, None))
+        c.recent.append(Withdrawal(key, event.block_number, t, event.tx_hash, None))
         del c.recent[: -self.policy.recent_withdrawals]
         if c.tail.gaps > 0 and c.drop > 0:
             c.drop_payouts += 1

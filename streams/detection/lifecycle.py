@@ -14,7 +14,7 @@ from typing import Any
 from schemas.records import OutageEvent, OutageState, TransferEvent
 from streams.detection.clock import Clock
 from streams.detection.policy import DetectionPolicy
-from streams.detection.state import EXCHANGE_WIDE, ChainTrack, ExchangeTrack, Incident, outage_id
+from streams.detection.state import EXCHANGE_WIDE, ChainTrack, ExchangeTrack, Incident, event_key, outage_id
 
 
 class IncidentLifecycle:
@@ -84,13 +84,13 @@ class IncidentLifecycle:
 
     def _retract(self, ex: ExchangeTrack, c: ChainTrack, event: TransferEvent) -> list[OutageEvent]:
         """A reorg took a withdrawal back: forget it; if an incident started at it, move its start."""
-        event_id = event.event_id
-        idx = next((i for i, w in enumerate(c.recent) if w.event_id == event_id), None)
+        key = event_key(event.event_id)
+        idx = next((i for i, w in enumerate(c.recent) if w.key == key), None)
         if idx is None:
             return []
         was_last = idx == len(c.recent) - 1
         removed = c.recent.pop(idx)
-        c.pending_ids.discard(event_id)
+        c.pending_keys.discard(key)
         out: list[OutageEvent] = []
         if was_last and ex.last_tx == removed.tx:
             candidates = [(tc.last.time, tc.last.tx, name) for name, tc in ex.chains.items() if tc.last is not None]

@@ -43,9 +43,17 @@ class Changes:
     chain: str | None = None
 
 
+def event_key(event_id: str) -> str:
+    """A short digest of a transfer's event id: what the state keeps to recognise a payout's retraction or
+    redelivery (an event id with its block and transaction hashes is ~150 bytes; the state keeps 8 payouts
+    per chain, and a withdrawal rewrites its chain's part)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
 @dataclass(slots=True)
 class Withdrawal:
-    event_id: str
+    key: str
+    """:func:`event_key` of its event id."""
     block: int
     time: int
     tx: str
@@ -89,7 +97,8 @@ class ChainTrack:
     pending: list[list[float]] = field(default_factory=list)
     """Exposure credited during the current gap as [block_time, seconds]; learned when the gap ends."""
     pending_events: int = 0
-    pending_ids: set[str] = field(default_factory=set)
+    pending_keys: set[str] = field(default_factory=set)
+    """:func:`event_key` of the payouts of blocks whose head has not come yet (a redelivery is one of them)."""
     tainted: bool = False
     """An incident touched the current gap: it must not be learned as normal."""
     drop: float = 0.0
@@ -214,7 +223,7 @@ class RateView(Protocol):
 
 class WithdrawalView(Protocol):
     @property
-    def event_id(self) -> str: ...
+    def key(self) -> str: ...
 
     @property
     def time(self) -> int: ...

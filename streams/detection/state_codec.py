@@ -15,7 +15,12 @@ from schemas.records import LabelSuggestion, OutageEvent
 from streams.detection.baseline import GapTail, SeasonalRate
 from streams.detection.budget import BudgetCheck
 from streams.detection.policy import DetectionPolicy
-from streams.detection.state import ChainTrack, ExchangeTrack, Incident, Withdrawal
+from streams.detection.state import ChainTrack, ExchangeTrack, Incident, Withdrawal, event_key
+
+
+def key_of(saved: str) -> str:
+    """A payout's key as saved (a part written by an older release holds the whole event id, which has colons)."""
+    return event_key(saved) if ":" in saved else saved
 
 
 def incident_value(inc: Incident | None) -> Any:
@@ -55,9 +60,9 @@ def chain_value(c: ChainTrack) -> dict[str, Any]:
     return {
         "rate": c.rate.to_dict(), "tail": c.tail.to_dict(),
         "head": [c.head_number, c.head_time, c.interval_s, c.head_hash],
-        "u": c.u_total, "recent": [[w.event_id, w.block, w.time, w.tx, w.u_at] for w in c.recent],
+        "u": c.u_total, "recent": [[w.key, w.block, w.time, w.tx, w.u_at] for w in c.recent],
         "n": [c.withdrawals, c.exposure_s, c.pending_events, c.warm], "pending": c.pending,
-        "ids": sorted(c.pending_ids), "tainted": c.tainted, "drop": [c.drop, c.drop_payouts, c.drop_m, c.drop_n],
+        "ids": sorted(c.pending_keys), "tainted": c.tainted, "drop": [c.drop, c.drop_payouts, c.drop_m, c.drop_n],
         "incident": incident_value(c.incident), "quiet_from": c.quiet_from_u, "check": c.check.to_list(),
     }
 
@@ -87,10 +92,10 @@ def restore_exchange(exchange: str, data: dict[str, Any], chains: dict[str, dict
         )
         c.head_number, c.head_time, c.interval_s, c.head_hash = d["head"]
         c.u_total = d["u"]
-        c.recent = [Withdrawal(*w) for w in d["recent"]]
+        c.recent = [Withdrawal(key_of(w[0]), *w[1:]) for w in d["recent"]]
         c.withdrawals, c.exposure_s, c.pending_events, c.warm = d["n"]
         c.pending = [list(p) for p in d["pending"]]
-        c.pending_ids = set(d["ids"])
+        c.pending_keys = {key_of(i) for i in d["ids"]}
         c.tainted = d["tainted"]
         c.drop, c.drop_payouts, c.drop_m, c.drop_n = (*d["drop"], 0.0, 0.0)[:4]
         c.incident = restore_incident(d["incident"])

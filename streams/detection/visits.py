@@ -72,7 +72,7 @@ class HeadVisits(ExposureAccounting):
         for name in self._in_order(visit):
             ex, c = self._exchanges[name], clock.tracks[name]
             self._sync(ex, c)
-            c.pending_ids.clear()
+            c.pending_keys.clear()
             if self._disturbed(ex, c):
                 c.tainted = True
             self._gap_starts(ex, c, head.number)
@@ -151,14 +151,14 @@ class HeadVisits(ExposureAccounting):
             if mark is not None:
                 self._credit_up_to(ex, c, mark[0], at)
                 self._gap_starts(ex, c, mark[1])
-                c.pending_ids.clear()
+                c.pending_keys.clear()
                 c.gap_block = min((w.block for w in c.recent if w.u_at is None), default=None)
         if clock.position > c.sync_position:
             self._credit_up_to(ex, c, clock.position, at)
             moved = True
         if moved:
             if c.head_number != clock.number:
-                c.pending_ids.clear()  # a later head credited their block: the block hash tells a redelivery
+                c.pending_keys.clear()  # a later head credited their block: the block hash tells a redelivery
             c.head_number, c.head_time, c.head_hash, c.interval_s = (clock.number, clock.time, clock.hash,
                                                                      clock.interval_s)
             self.moved.add((ex.exchange, c.chain))

@@ -20,6 +20,7 @@ from typing import Any
 from schemas.records import ChainState, CorrelatedIncident, OutageEvent, OutageState, TransferEvent
 from streams.detection.chains import ChainMonitor
 from streams.detection.detector import OutageDetector
+from streams.detection.state import event_key
 from streams.observability import cell_state
 from streams.store.status import covering_incident
 
@@ -104,7 +105,7 @@ class LiveBoard:
         elif seen is not None:
             if c.withdrawals > seen:  # the detector counts at most one per transfer, none for a redelivery
                 counts.add(event.block_time)
-        elif c.last is not None and c.last.event_id == event.event_id:  # first sight since (re)start
+        elif c.last is not None and c.last.key == event_key(event.event_id):  # first sight since (re)start
             counts.add(event.block_time)
         self._seen[key] = c.withdrawals
         self.touch()

@@ -16,6 +16,7 @@ from haltwatch.traffic import poisson
 from schemas import ChainHead, CorrelatedIncident, Direction, OutageEvent, OutageState, TransferEvent
 from streams.detection import EXCHANGE_WIDE, Changes, DetectionPolicy, IncidentCorrelator, ManualClock, OutageDetector
 from streams.detection.detector import DEGRADED_MIN_PAYOUTS
+from streams.detection.state import event_key
 
 T0 = 1_700_000_000 - 1_700_000_000 % 86_400  # midnight UTC
 SEED = int(os.environ.get("HALTWATCH_SIM_SEED", "1"))
@@ -344,7 +345,7 @@ def test_reorged_last_withdrawal_moves_the_incident_start(detector):
     opened = next(e for e in events if isinstance(e, OutageEvent) and e.state is OutageState.OPEN)
     assert opened.started_at == last.time
     orphan = replace(sim.last_withdrawal[("okx", "ethereum")], removed=True)
-    assert orphan.event_id == last.event_id
+    assert event_key(orphan.event_id) == last.key
     (moved,) = detector.on_transfer(orphan).outputs
     assert isinstance(moved, OutageEvent)
     assert (moved.outage_id, moved.state, moved.started_at) == (opened.outage_id, OutageState.OPEN, before.time)
@@ -456,12 +457,12 @@ def test_a_retracted_last_payout_travels_in_the_part_of_its_chain(detector):
     exchange_part = saved(detector.export_exchange("okx"))
     stale = {c: saved(detector.export_chain("okx", c)) for c in ("ethereum", "tron")}
     ex = detector.view["okx"]
-    chain, block_hash, tx, log_index, _ = ex.chains[ex.last_chain].recent[-1].event_id.split(":")
-    assert tx == ex.last_tx
+    chain = ex.last_chain
+    last = sim.last_withdrawal[("okx", chain)]
+    tx = last.tx_hash
+    assert tx == ex.last_tx and event_key(last.event_id) == ex.chains[chain].recent[-1].key
     before = last_payout(detector, "okx")
-    block = ex.chains[chain].recent[-1].block
-    detector.on_transfer(replace(sim.withdrawal("okx", chain, ex.last_time, int(log_index)), block_number=block,
-                                 block_hash=block_hash, tx_hash=tx, removed=True))
+    detector.on_transfer(replace(last, removed=True))
     after = last_payout(detector, "okx")
     assert after[0] > before[0] and after[2] != tx, "the last payout moved back"
     fresh = OutageDetector(detector.policy, ManualClock(0))
@@ -537,11 +538,10 @@ def test_replacement_block_after_a_reorg_counts_while_redeliveries_do_not(detect
     sim.run(HOUR)
     track = detector.view["okx"].chains["ethereum"]
     old = track.recent[-1]
-    orphan = replace(sim.withdrawal("okx", "ethereum", old.time, int(old.event_id.split(":")[3])), tx_hash=old.tx,
-                     removed=True, block_number=old.block, block_hash=f"0xethereum{old.block}")
-    assert orphan.event_id == old.event_id
+    orphan = replace(sim.last_withdrawal[("okx", "ethereum")], removed=True)
+    assert event_key(orphan.event_id) == old.key
     detector.on_transfer(orphan)
-    assert track.last is not None and track.last.event_id != old.event_id
+    assert track.last is not None and track.last.key != old.key
     before = track.withdrawals
     canonical = replace(sim.withdrawal("okx", "ethereum", old.time, 0), block_number=old.block,
                         block_hash="0xreplacement")
@@ -567,3 +567,20 @@ def test_skipped_slots_are_credited_when_the_parent_links(detector):
     credited = track.u_now()
     detector.on_head(lost)
     assert track.u_now() == credited, "a parent we never saw means missing data: no credit"
+
+
+def test_a_part_that_holds_whole_event_ids_is_read_with_their_keys(detector):
+    """A part written by an older release keeps each recent payout's whole event id: restored, a retraction of
+    its last payout is still recognised."""
+    sim = Sim(detector, {"ethereum": 12}, {("okx", "ethereum"): 360})
+    sim.run(HOUR)
+    last = sim.last_withdrawal[("okx", "ethereum")]
+    part = orjson.loads(orjson.dumps(detector.export_chain("okx", "ethereum")))
+    assert part["recent"][-1][0] == event_key(last.event_id) and len(part["recent"][-1][0]) == 16
+    part["recent"][-1][0] = last.event_id  # as an older release saved it
+    fresh = OutageDetector(detector.policy, ManualClock(0))
+    fresh.restore_parts("okx", detector.export_exchange("okx"), {"ethereum": part})
+    track = fresh.view["okx"].chains["ethereum"]
+    assert track.last is not None and track.last.key == event_key(last.event_id)
+    fresh.on_transfer(replace(last, removed=True))
+    assert track.last is not None and track.last.key != event_key(last.event_id), "the retraction was recognised"
