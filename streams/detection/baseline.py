@@ -17,6 +17,7 @@ teaches the model that silence is normal:
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import sys
 from array import array
@@ -214,6 +215,29 @@ def cautious_share(shape: float, z: float = 1.645) -> float:
     return max(0.0, 1.0 - c - z * math.sqrt(c)) ** 3
 
 
+RATIO_STEP = math.log(1.01)
+""":func:`base_ratio` is solved at ``beta`` rounded to a grid of 1 % steps: it moves slowly with ``beta``."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _ratio_on_grid(step: int, variance: float) -> float:
+    beta = math.exp(step * RATIO_STEP)
+    log_var = math.log1p(variance)
+    b = beta
+    for _ in range(6):  # the factor is near 1, so a few steps
+        b = beta * math.exp(mixed_nats(b, 1.0, log_var) - mixed_nats(b, 0.0, log_var))
+    return b / beta
+
+
+def base_ratio(beta: float, variance: float) -> float:
+    """:meth:`GapTail.base_beta` over ``beta`` for swings of ``variance``: a function of the two alone (solved on
+    a grid of ``beta`` and cached), so that a decision never depends on when it was asked before."""
+    return _ratio_on_grid(round(math.log(beta) / RATIO_STEP), variance)
+
+
+TIE = 1e-9
+"""Expected withdrawals within which a gap counts as exactly one (:meth:`GapTail.add_gap`)."""
+
 UNSURE_EXCESS = 0.25
 """Nats by which an unsure rate's gap evidence can exceed a sure rate's (:meth:`GapTail.survival_log`).
 
@@ -238,13 +262,11 @@ class GapTail:
     """Tail rate per expected withdrawal beyond the first (Poisson: 1; batches of k: about 1/k)."""
     swings: Dispersion = field(default_factory=Dispersion)
     """How much the rate swings at the timescale of a gap (see :mod:`.dispersion`)."""
-    _base: tuple[float, float, float] = (0.0, 0.0, 1.0)
     _base_answer: tuple[float, float, float] = (-1.0, -1.0, 0.0)
     """(beta, variance, :meth:`base_beta`) of its last call."""
     _beyond_one: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """(b, log_var, ``mixed_nats(b, 1, log_var)``) of :meth:`beyond`'s last call: the same for every head
     until the tail or the swings are refitted, and a Laplace solve each time otherwise."""
-    """(beta, variance, base_beta / beta) when :meth:`base_beta` last solved for it."""
 
     def __post_init__(self) -> None:
         self._refit()
@@ -255,10 +277,15 @@ class GapTail:
         self.beta = (self.exceeding + prior) / (self.excess + prior / self.prior_beta)
 
     def add_gap(self, u: float) -> None:
+        """Learn a completed gap of ``u`` expected withdrawals.
+
+        One that exceeds a single expected withdrawal by less than ``TIE`` is counted as not exceeding it: a
+        rate that credits exact binary fractions per block (as a simulation's can) puts gaps right on 1, and
+        which side of it the last bit of a sum lands on must not change the fitted tail."""
         self.gaps = self.gaps * self.decay + 1.0
         self.exceeding *= self.decay
         self.excess *= self.decay
-        if u > 1.0:
+        if u > 1.0 + TIE:
             self.exceeding += 1.0
             self.excess += u - 1.0
         self._refit()
@@ -279,29 +306,16 @@ class GapTail:
         ``beta`` is fitted from the excesses of gaps longer than one expected withdrawal, and a gap that
         lasted that long more often fell where the rate had swung low: so with swings, ``beta`` is below
         the rate of a gap that starts at a payout. Mean excess ``1 / beta = E[exp(-b X)] / (b E[X exp(-b X)])``
-        for the base rate ``b``, solved by fixed-point iteration (the factor is near 1, so a few steps)."""
+        for the base rate ``b``, solved by fixed-point iteration (:func:`base_ratio`)."""
         v = self.swings.variance
         if v <= 0.0:
             return self.beta
         memo = self._base_answer
         if memo[0] == self.beta and memo[1] == v:
-            return memo[2]  # asked for every chain at every head; it moves only when the tail or swings do
-        answer = self._solve_base_beta(v)
-        # what the next call with the same beta and variance returns: the ratio's path, even when this call
-        # solved afresh (``beta * (b / beta)`` may differ from ``b`` in its last bit, and the answers must not)
-        self._base_answer = (self.beta, v, self.beta * self._base[2])
+            return memo[2]  # asked for every chain at every visit; it moves only when the tail or swings do
+        answer = self.beta * base_ratio(self.beta, v)
+        self._base_answer = (self.beta, v, answer)
         return answer
-
-    def _solve_base_beta(self, v: float) -> float:
-        beta, ratio = self._base[0], self._base[2]
-        if self._base[1] == v and abs(self.beta - beta) <= 0.01 * beta:
-            return self.beta * ratio  # the ratio moves slowly with beta: solved again past a 1% change
-        log_var = self.log_var
-        b = self.beta
-        for _ in range(6):
-            b = self.beta * math.exp(mixed_nats(b, 1.0, log_var) - mixed_nats(b, 0.0, log_var))
-        self._base = (self.beta, v, b / self.beta)
-        return b
 
     def beyond(self, u: float, shape: float = math.inf) -> float:
         """``-ln P(gap > u | gap > 1)`` for ``u > 1`` expected withdrawals, once the learned swings and a rate

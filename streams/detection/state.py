@@ -139,6 +139,9 @@ class ChainTrack:
     """``u_total`` at which the exchange-wide test could be due, from this chain's share of the room."""
     wide_beta: float = 0.0
     """Its base rate, with slack, when the room was shared (a higher one voids the share)."""
+    wide_gaps: float = 0.0
+    """Its gaps per second (``beta`` times its overall rate), with slack, when the room was shared (fewer
+    void the share: the exchange-wide threshold would be lower)."""
     wide_room: float = 0.0
     """Its share: the exchange-wide evidence bound it may contribute (``wide_beta`` times its ``u`` since the
     exchange's last payout) before the test could be due."""

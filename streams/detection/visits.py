@@ -23,6 +23,8 @@ from streams.detection.state import ChainTrack, ExchangeTrack, Part
 WIDE_SLACK = 1.25
 """The exchange-wide room is shared out as if each chain's base rate, and the widest swings, were this much
 higher: a payout that moves them a little then leaves the shares standing."""
+GAPS_SLACK = 2.0
+"""...and as if the exchange-wide test saw this many times fewer gaps in its budget period (a lower threshold)."""
 
 
 class HeadVisits(ExposureAccounting):
@@ -64,7 +66,7 @@ class HeadVisits(ExposureAccounting):
         clock.position += seconds
         clock.mark_up_to(head.number)
         visit = set(clock.hot)
-        visit.update(clock.pop_due())
+        visit.update(name for name in clock.pop_due() if self._due_now(clock, name))
         attached = set(visit)
         joined_credited = self._join(clock, head, exchanges, before, seconds, visit)
         out: list[OutageEvent] = []
@@ -82,6 +84,19 @@ class HeadVisits(ExposureAccounting):
                 out += self._decide_exchange(ex, head)
             self._schedule(ex, c)
         return out, credited
+
+    def _due_now(self, clock: ChainClock, name: str) -> bool:
+        """Whether an exchange whose due position the clock passed has reached one of its targets; if not (its
+        exchange-wide share, counted from a payout since, has room left), it is only scheduled again."""
+        ex, c = self._exchanges[name], clock.tracks[name]
+        if c.chain in ex.wide_members:
+            c.wide_target = self._wide_target(ex, c)
+        u = c.u_now()
+        owed = c.owed_total + c.owed_now * (clock.position - c.sync_position)
+        if u >= c.target_u or u >= c.wide_target or owed >= c.target_owed:
+            return True
+        clock.schedule(c, name, self._room_s(c))
+        return False
 
     def _in_order(self, names: Iterable[str]) -> list[str]:
         """``names`` in the order the detector met them (the order of a head's decisions)."""
@@ -280,6 +295,7 @@ class HeadVisits(ExposureAccounting):
         member = c.chain in ex.wide_members
         if self._counts_wide(c) and (
             not member or c.tail.base_beta() > c.wide_beta or c.tail.swing_var > ex.wide_var
+            or c.tail.beta * c.rate.overall() < c.wide_gaps
         ):
             self._share_wide(ex)
             return
@@ -306,14 +322,22 @@ class HeadVisits(ExposureAccounting):
         """Share the room left before the exchange-wide test's cheap bound (:meth:`_rest_bound`) can reach its
         threshold among the chains that count: the test can only be due once some chain has spent its share.
 
-        The bound is at most ``(1 + v) * sum(b * u)`` over the silent chains, ``u`` counted from the
-        exchange's last payout. Each chain's spending is counted at ``WIDE_SLACK`` times its base rate
-        ``b`` and ``v`` is the widest swings times the same slack, so that small moves of either leave the
-        shares standing; a payout anywhere restarts every chain's ``u`` and so only leaves them more room.
-        A chain that just paid (its silence starts at its next head) gets a share too."""
+        The test starts nothing below its own suspicion threshold, nor while the evidence without its largest
+        chain is under ``exchange_wide_rest_nats``; its evidence is at most ``(1 + v) * sum(b * u)`` over the
+        silent chains, ``u`` counted from the exchange's last payout. Each chain's spending is counted at
+        ``WIDE_SLACK`` times its base rate ``b``, ``v`` is the widest swings times the same slack, and the
+        threshold is taken at ``GAPS_SLACK`` times fewer gaps than the chains now show, so that moves of any
+        of these leave the shares standing (a chain that moves past them shares the room out again). A payout
+        anywhere restarts every chain's ``u`` and so only leaves the shares more room. A chain that just paid
+        (its silence starts at its next head) gets a share too."""
         members = [c for c in ex.chains.values() if self._counts_wide(c)]
         widest = max((c.tail.swing_var for c in members), default=0.0) * WIDE_SLACK
-        gate = self.policy.exchange_wide_rest_nats * (1 - 1e-9) / (1.0 + widest)
+        for c in members:
+            c.wide_gaps = c.tail.beta * c.rate.overall() / GAPS_SLACK
+        # the thresholds only rise with more warm chains (tests) and more gaps
+        gaps = sum(c.wide_gaps for c in members) * self.policy.budget_s
+        suspect_at = self._threshold(gaps, self._tests(ex)) - math.log(self.policy.suspect_factor)
+        gate = max(self.policy.exchange_wide_rest_nats, suspect_at) * (1 - 1e-9) / (1.0 + widest)
         spent: dict[str, float] = {}
         for c in members:
             c.wide_beta = c.tail.base_beta() * WIDE_SLACK
