@@ -327,6 +327,7 @@ class OutageDetector(HeadVisits, IncidentLifecycle):
         warm = [c for c in ex.chains.values() if c.warm]
         if len(warm) < 2 or ex.last_time is None:
             return []
+        self._start_marked_gaps(ex)
         silent = self._silences(ex, warm)
         if ex.incident is None and self._rest_bound(silent) < self.policy.exchange_wide_rest_nats * (1 - 1e-9):
             return []  # what the exact evidence would conclude, without its rate and shape work

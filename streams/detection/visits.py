@@ -90,6 +90,7 @@ class HeadVisits(ExposureAccounting):
         exchange-wide share, counted from a payout since, has room left), it is only scheduled again."""
         ex, c = self._exchanges[name], clock.tracks[name]
         if c.chain in ex.wide_members:
+            self._start_marked_gaps(ex)
             c.wide_target = self._wide_target(ex, c)
         u = c.u_now()
         owed = c.owed_total + c.owed_now * (clock.position - c.sync_position)
@@ -97,6 +98,15 @@ class HeadVisits(ExposureAccounting):
             return True
         clock.schedule(c, name, self._room_s(c))
         return False
+
+    def _start_marked_gaps(self, ex: ExchangeTrack) -> None:
+        """Catch up the exchange's tracks whose latest payouts' head has come, so that their gaps, and the
+        exchange's silence if its last payout was theirs, start where that head put them (read by the
+        exchange-wide test)."""
+        for c in ex.chains.values():
+            clock = c.clock
+            if c.gap_block is not None and clock is not None and c.gap_block in clock.marks:
+                self._sync(ex, c)
 
     def _in_order(self, names: Iterable[str]) -> list[str]:
         """``names`` in the order the detector met them (the order of a head's decisions)."""
@@ -330,6 +340,7 @@ class HeadVisits(ExposureAccounting):
         of these leave the shares standing (a chain that moves past them shares the room out again). A payout
         anywhere restarts every chain's ``u`` and so only leaves the shares more room. A chain that just paid
         (its silence starts at its next head) gets a share too."""
+        self._start_marked_gaps(ex)
         members = [c for c in ex.chains.values() if self._counts_wide(c)]
         widest = max((c.tail.swing_var for c in members), default=0.0) * WIDE_SLACK
         for c in members:

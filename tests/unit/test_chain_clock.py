@@ -16,6 +16,7 @@ from streams.detection import Changes, DetectionPolicy, ManualClock, OutageDetec
 from streams.detection.baseline import GapTail
 from streams.detection.chain_clock import ChainClock, collapse_restart, collapse_room, gap_room
 from streams.detection.dispersion import Dispersion, collapse_llr
+from streams.detection.visits import HeadVisits
 from tests.unit.test_detector import HOUR, T0, Sim, halted
 
 POLICY = DetectionPolicy()
@@ -113,6 +114,7 @@ def everyone_every_head(monkeypatch: pytest.MonkeyPatch) -> None:
         return list(self.tracks)
 
     monkeypatch.setattr(ChainClock, "pop_due", all_of_them)
+    monkeypatch.setattr(HeadVisits, "_due_now", lambda self, clock, name: True)
 
 
 def scenario(detector: OutageDetector) -> list[bytes]:
