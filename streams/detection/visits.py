@@ -36,9 +36,11 @@ class HeadVisits(ExposureAccounting):
     moved: set[Part]
 
     def _decide_chain(self, ex: ExchangeTrack, c: ChainTrack, head: ChainHead) -> list[OutageEvent]:
+        """The detector's decision for one (exchange, chain) at a head (declared here for the visits)."""
         raise NotImplementedError
 
     def _decide_exchange(self, ex: ExchangeTrack, head: ChainHead) -> list[OutageEvent]:
+        """The detector's exchange-wide decision at a head (declared here for the visits)."""
         raise NotImplementedError
 
     # -- heads -------------------------------------------------------------------------------------
