@@ -78,17 +78,15 @@ class ChainClock:
         Solana skips slots, so a head whose parent is the last head follows it too."""
         if head.number <= self.number:
             return None
-        follows = self.number >= 0 and (
-            head.number == self.number + 1 or (bool(self.hash) and head.parent_hash == self.hash)
-        )
+        after = follows(self.number, self.hash, head)
         prev_time = self.time
         self.number, self.time, self.hash = head.number, head.block_time, head.hash
         if self.hour < 0:
             self.hour, self.hour_time = hour_of(head.block_time), head.block_time
-        if not follows or prev_time is None or head.block_time <= prev_time:
+        if not after or prev_time is None or head.block_time <= prev_time:
             return 0.0
         interval = head.block_time - prev_time
-        cap = max_credit_s if self.interval_s is None else min(max_credit_s, stall_intervals * self.interval_s)
+        cap = credit_cap(max_credit_s, stall_intervals, self.interval_s)
         if interval <= cap:
             self.interval_s = interval if self.interval_s is None else 0.95 * self.interval_s + 0.05 * interval
         return min(float(interval), cap)
@@ -133,6 +131,17 @@ class ChainClock:
     def _live(self, entry: tuple[float, int, str]) -> bool:
         track = self.tracks.get(entry[2])
         return track is not None and track.due_seq == entry[1]
+
+
+def follows(number: int, block_hash: str, head: ChainHead) -> bool:
+    """Whether ``head`` comes right after the head of block ``number`` (hash ``block_hash``): the next height,
+    or (Solana skips slots) a block whose parent it is."""
+    return number >= 0 and (head.number == number + 1 or (bool(block_hash) and head.parent_hash == block_hash))
+
+
+def credit_cap(max_credit_s: float, stall_intervals: float, interval_s: float | None) -> float:
+    """The most one block interval credits: ``max_credit_s``, and at most ``stall_intervals`` typical ones."""
+    return max_credit_s if interval_s is None else min(max_credit_s, stall_intervals * interval_s)
 
 
 def hour_of(t: int) -> int:

@@ -266,7 +266,7 @@ class OutageDetector(HeadVisits, IncidentLifecycle):
                 del ring[number]
         out, credited = self._visit_head(head, exchanges, lane)
         changes = self._changes(out)
-        changes.credited, changes.chain = credited, head.chain
+        changes.credited = credited
         return changes
 
     # -- decisions ---------------------------------------------------------------------------------

@@ -44,13 +44,22 @@ class ExposureAccounting:
 
     def _accrue(self, ex: ExchangeTrack, c: ChainTrack, seconds: float, t: int, one_head: bool) -> None:
         """Credit ``seconds`` of chain time in ``t``'s hour: the gap's expected withdrawals, the exposure to
-        learn when it ends, the swings' window and the rate-collapse test. ``one_head``: the seconds of one
-        head (else a catch-up over several, see :mod:`.chain_clock`)."""
-        if not one_head:
-            self._catch_up(ex, c, seconds, t)
-            return
-        warm = self._warm(c)
-        rate, sure, counts = self._rates(ex, c, t)
+        learn when it ends, the swings' window and the rate-collapse test.
+
+        ``one_head``: the seconds of one head, credited at the rates of that moment. Else a catch-up over
+        several heads of one hour (:mod:`.chain_clock`), at the rates the track was last scheduled with: they
+        hold until its next payout or the next hour, and no incident touches it (it would be visited at every
+        head)."""
+        owed = 0.0
+        if one_head:
+            warm = self._warm(c)
+            rate, sure, counts = self._rates(ex, c, t)
+            if c.tail.gaps > 0 and warm:
+                owed = c.tail.base_beta() * rate * seconds * sure
+        else:
+            warm, rate = c.warm, c.rate_now
+            owed = c.owed_now * seconds
+            counts = owed > 0.0
         disturbed = self._disturbed(ex, c)
         c.u_total += rate * seconds
         if warm and not c.tainted and not disturbed:
@@ -62,38 +71,17 @@ class ExposureAccounting:
             pending[-1][1] += seconds
         else:
             pending.append([float(t), float(seconds)])
-        if c.tail.gaps > 0 and warm:
-            expected = c.tail.base_beta() * rate * seconds * sure
+        if owed:
             if counts:
-                c.owed_total += expected
-                self._collapse_step(c, expected, 0.0)
+                c.owed_total += owed
+                if one_head or c.tail.swing_var <= 0.0:
+                    self._collapse_step(c, owed, 0.0)
+                else:
+                    self._collapse_span(c, owed)
             elif c.incident is not None and c.incident.state is OutageState.DEGRADED:
-                c.incident.recover = max(0.0, c.incident.recover - expected * (1 - self.policy.degraded_ratio))
+                c.incident.recover = max(0.0, c.incident.recover - owed * (1 - self.policy.degraded_ratio))
         if disturbed:
             c.tainted = True
-
-    def _catch_up(self, ex: ExchangeTrack, c: ChainTrack, seconds: float, t: int) -> None:
-        """:meth:`_accrue` over several heads of one hour, at the rates the track was last scheduled with:
-        they hold until its next payout or the next hour, and no incident touches it (it would be visited at
-        every head)."""
-        expected = c.rate_now * seconds
-        c.u_total += expected
-        if c.warm and not c.tainted and not self._disturbed(ex, c):
-            c.tail.swings.expect(expected)
-        else:
-            c.tail.swings.discard()
-        pending = c.pending
-        if pending and pending[-1][0] // 3600 == t // 3600:
-            pending[-1][1] += seconds
-        else:
-            pending.append([float(t), float(seconds)])
-        if c.owed_now:
-            owed = c.owed_now * seconds
-            c.owed_total += owed
-            if c.tail.swing_var <= 0.0:
-                self._collapse_step(c, owed, 0.0)
-            else:
-                self._collapse_span(c, owed)
 
     def _collapse_span(self, c: ChainTrack, expected: float) -> None:
         """The swinging rate-collapse test over a catch-up of several heads (:func:`.chain_clock.collapse_restart`)."""

@@ -39,8 +39,7 @@ class Changes:
     outputs: list[OutageEvent] = field(default_factory=list)
     parts: set[Part] = field(default_factory=set)
     credited: list[str] = field(default_factory=list)
-    """Exchanges a head visited and credited chain time to (on ``chain``), in the order it decided them."""
-    chain: str | None = None
+    """Exchanges a head visited and credited chain time to, in the order it decided them."""
 
 
 def event_key(event_id: str) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable
 
 from schemas.records import ChainHead, OutageEvent, OutageState
 from streams.detection.baseline import UNSURE_EXCESS
-from streams.detection.chain_clock import ChainClock, collapse_room, gap_room, hour_of
+from streams.detection.chain_clock import ChainClock, collapse_room, credit_cap, follows, gap_room, hour_of
 from streams.detection.exposure import ExposureAccounting
 from streams.detection.state import ChainTrack, ExchangeTrack, Part
 
@@ -142,13 +142,8 @@ class HeadVisits(ExposureAccounting):
                 if credit > 0.0:
                     credited.add(name)
                 continue
-            follows = c.head_number >= 0 and (
-                head.number == c.head_number + 1 or (bool(c.head_hash) and head.parent_hash == c.head_hash)
-            )
-            if follows and c.head_time is not None and head.block_time > c.head_time:
-                cap = float(self.policy.max_block_credit_s)
-                if c.interval_s is not None:
-                    cap = min(cap, self.policy.stall_intervals * c.interval_s)
+            if follows(c.head_number, c.head_hash, head) and c.head_time is not None and head.block_time > c.head_time:
+                cap = credit_cap(float(self.policy.max_block_credit_s), self.policy.stall_intervals, c.interval_s)
                 self._accrue(ex, c, min(float(head.block_time - c.head_time), cap), head.block_time, one_head=True)
                 credited.add(name)
         return credited
