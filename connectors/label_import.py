@@ -40,18 +40,31 @@ class ExchangeSpec:
     defillama_entity: str
 
 
+def _tag(name: str) -> re.Pattern[str]:
+    """An exchange's own name tags: ``Name``, ``Name 14``, ``Name: Hot Wallet 3``, ``Name: C-Chain Hot Wallet``."""
+    return re.compile(rf"(?:{name})(?: \d+|:? (?:C-Chain )?Hot Wallet(?: \d+)?)?")
+
+
 EXCHANGES: tuple[ExchangeSpec, ...] = (
-    ExchangeSpec("binance", "binance.csv", re.compile(r"Binance( \d+)?"), "binance"),
-    ExchangeSpec("okx", "okx.csv", re.compile(r"OKX( \d+)?"), "okex"),
-    ExchangeSpec("coinbase", "coinbase.csv", re.compile(r"Coinbase( \d+)?"), "coinbase"),
-    ExchangeSpec("kraken", "kraken.csv", re.compile(r"Kraken( \d+)?|Kraken: Hot Wallet"), "kraken"),
-    ExchangeSpec("bybit", "bybit.csv", re.compile(r"Bybit( \d+)?|Bybit: Hot Wallet"), "bybit"),
-    ExchangeSpec("kucoin", "kucoin.csv", re.compile(r"Ku[Cc]oin( \d+)?"), "kucoin"),
-    ExchangeSpec("bitfinex", "bitfinex.csv", re.compile(r"Bitfinex( \d+)?|Bitfinex: Hot Wallet"), "bitfinex"),
-    ExchangeSpec("gate", "gate-io.csv", re.compile(r"Gate\.io( \d+)?"), "gate-io"),
-    ExchangeSpec("htx", "huobi.csv", re.compile(r"Huobi( \d+)?"), "huobi"),
-    ExchangeSpec("crypto-com", "crypto-com.csv", re.compile(r"Crypto\.com( \d+)?"), "crypto-com"),
+    ExchangeSpec("binance", "binance.csv", _tag("Binance"), "binance"),
+    ExchangeSpec("okx", "okx.csv", _tag("OKX"), "okex"),
+    ExchangeSpec("coinbase", "coinbase.csv", _tag("Coinbase"), "coinbase"),
+    ExchangeSpec("kraken", "kraken.csv", _tag("Kraken"), "kraken"),
+    ExchangeSpec("bybit", "bybit.csv", _tag("Bybit"), "bybit"),
+    ExchangeSpec("kucoin", "kucoin.csv", _tag("Ku[Cc]oin"), "kucoin"),
+    ExchangeSpec("bitfinex", "bitfinex.csv", _tag("Bitfinex"), "bitfinex"),
+    ExchangeSpec("gate", "gate-io.csv", _tag(r"Gate\.io"), "gate-io"),
+    ExchangeSpec("htx", "huobi.csv", _tag("Huobi"), "huobi"),
+    ExchangeSpec("crypto-com", "crypto-com.csv", _tag(r"Crypto\.com"), "crypto-com"),
+    ExchangeSpec("mexc", "mexc.csv", _tag(r"(?:MEXC|Mexc|mexc)(?:\.com)?"), "mexc"),
 )
+EXPLORERS = {"etherscan": ("ethereum", "Etherscan"), "bscscan": ("bsc", "BscScan"),
+             "polygonscan": ("polygon", "PolygonScan"), "arbiscan": ("arbitrum", "Arbiscan"),
+             "optimism": ("optimism", "Optimism Etherscan"), "avalanche": ("avalanche", "SnowTrace"),
+             "ftmscan": ("fantom", "FTMScan")}
+"""Explorer folder of the data set → (the chain name its label file is for, the explorer's name)."""
+DEFILLAMA_CHAIN = {"avalanche": "avax"}
+"""Where DefiLlama's chain name differs from ours."""
 COLD_MIN_ETH = 10_000.0
 COLD_MAX_TXNS = 20_000
 
@@ -65,6 +78,8 @@ class Account:
     balance_eth: float
     txns: int
     file: str
+    balance: str = ""
+    """The balance as the explorer shows it (in that chain's coin)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +106,19 @@ def read_accounts(path: Path, shown_as: str) -> list[Account]:
             balance = row.get("Balance") or ""
             eth = _number(balance) if balance.strip().endswith("ETH") else 0.0
             accounts.append(Account(address, (row.get("Name Tag") or "").strip(), eth,
-                                    int(_number(row.get("Txn Count") or "0")), shown_as))
+                                    int(_number(row.get("Txn Count") or "0")), shown_as, balance.strip()))
     return accounts
 
 
-def read_defillama(path: Path | None) -> dict[str, set[str]]:
-    """address → DefiLlama entities listing it (Ethereum rows only)."""
+def read_defillama(path: Path | None, chain: str = "ethereum") -> dict[str, set[str]]:
+    """address → DefiLlama entities listing it (rows of ``chain`` only)."""
     found: dict[str, set[str]] = {}
     if path is None:
         return found
+    wanted = DEFILLAMA_CHAIN.get(chain, chain)
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
-            if row.get("chain") == "ethereum":
+            if row.get("chain") == wanted:
                 found.setdefault(row["address"].strip().lower(), set()).add(row["entity"])
     return found
 
@@ -131,14 +147,15 @@ def choose(spec: ExchangeSpec, accounts: Iterable[Account], cold_listed: set[str
 
 def source_text(pick: Pick, dataset: str, llama: dict[str, set[str]], llama_entity: str) -> str:
     a = pick.account
-    text = (f"{dataset} {a.file}: name tag '{a.tag}', {a.txns:,} txns, {a.balance_eth:,.2f} ETH; "
-            f"{pick.role.value}: {pick.why}")
+    held = f"{a.balance_eth:,.2f} ETH" if a.file.startswith("data/etherscan/") else (a.balance or "balance not shown")
+    text = f"{dataset} {a.file}: name tag '{a.tag}', {a.txns:,} txns, {held}; {pick.role.value}: {pick.why}"
     if llama_entity in llama.get(a.address, set()):
         text += f"; also in DefiLlama's '{llama_entity}' CEX address list"
     return text
 
 
-def render(picks: Sequence[Pick], header: str, dataset: str, llama: dict[str, set[str]]) -> str:
+def render(picks: Sequence[Pick], header: str, dataset: str, llama: dict[str, set[str]],
+           chain: str = "ethereum") -> str:
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     entity = {s.name: s.defillama_entity for s in EXCHANGES}
     for pick in picks:
@@ -146,7 +163,7 @@ def render(picks: Sequence[Pick], header: str, dataset: str, llama: dict[str, se
             "",
             "[[wallet]]",
             f'exchange = "{pick.exchange}"',
-            'chain = "ethereum"',
+            f'chain = "{chain}"',
             f'address = "{to_checksum_address(pick.account.address)}"',
             f'role = "{pick.role.value}"',
             'source = "{}"'.format(source_text(pick, dataset, llama, entity[pick.exchange]).replace('"', "'")),
@@ -165,19 +182,29 @@ def dataset_name(etherscan_root: Path) -> str:
 
 
 def build(etherscan_root: Path, defillama: Path | None, min_txns: int, max_hot: int,
-          max_cold: int) -> tuple[str, list[str]]:
-    """The TOML text and notes about exchanges the data did not cover."""
-    accounts_dir = etherscan_root / "etherscan" / "accounts"
+          max_cold: int, explorer: str = "etherscan") -> tuple[str, list[str]]:
+    """The TOML text and notes about exchanges the data did not cover.
+
+    Etherscan's folder has a file per exchange and a cold-wallet list; the other explorers' folders are small
+    and file exchanges under ``exchange.csv`` and others, so every file there is read."""
+    chain, shown = EXPLORERS[explorer]
+    accounts_dir = etherscan_root / explorer / "accounts"
     cold_file = accounts_dir / "cold-wallet.csv"
-    cold_rows = read_accounts(cold_file, "data/etherscan/accounts/cold-wallet.csv") if cold_file.exists() else []
+    cold_rows = read_accounts(cold_file, f"data/{explorer}/accounts/cold-wallet.csv") if cold_file.exists() else []
     cold_listed = {a.address for a in cold_rows}
-    llama = read_defillama(defillama)
+    everything = [] if explorer == "etherscan" else [
+        a for path in sorted(accounts_dir.glob("*.csv")) for a in read_accounts(path, f"data/{explorer}/accounts/"
+                                                                                     f"{path.name}")]
+    llama = read_defillama(defillama, chain)
     picks: list[Pick] = []
     notes: list[str] = []
     seen: set[str] = set()
     for spec in EXCHANGES:
         path = accounts_dir / spec.etherscan_file
-        rows = read_accounts(path, f"data/etherscan/accounts/{spec.etherscan_file}") if path.exists() else []
+        if explorer == "etherscan":
+            rows = read_accounts(path, f"data/etherscan/accounts/{spec.etherscan_file}") if path.exists() else []
+        else:
+            rows = list(everything)
         rows += [a for a in cold_rows if spec.tag.fullmatch(a.tag)]
         picked = choose(spec, rows, cold_listed, min_txns, max_hot, max_cold)
         chosen = [p for p in picked if p.account.address not in seen]
@@ -185,15 +212,17 @@ def build(etherscan_root: Path, defillama: Path | None, min_txns: int, max_hot: 
         if not any(p.role is Role.HOT for p in chosen):
             notes.append(f"{spec.name}: no hot wallet in the data (no {spec.etherscan_file} or no busy account)")
         picks += chosen
+    title = "Ethereum" if chain == "ethereum" else f"{chain} (EVM)"
     header = (
-        "Ethereum hot and cold wallets of the largest exchanges, generated by\n"
-        "  python -m connectors.label_import --etherscan <etherscan-labels data> --defillama <csv> --out <this file>\n"
-        f"from {dataset_name(etherscan_root)} (Etherscan name tags, MIT; scraped 2023) and DefiLlama's CEX lists.\n"
+        f"{title} hot and cold wallets of the largest exchanges, generated by\n"
+        f"  python -m connectors.label_import --etherscan <etherscan-labels data> --defillama <csv>"
+        f"{'' if explorer == 'etherscan' else f' --explorer {explorer}'} --out <this file>\n"
+        f"from {dataset_name(etherscan_root)} ({shown} name tags, MIT; scraped 2023) and DefiLlama's CEX lists.\n"
         "Labels age: exchanges rotate hot wallets. Add or override entries in your own file loaded after this one\n"
         "(same exchange + address replaces the entry here, e.g. to change its role).\n"
         + "".join(f"Not covered: {n}\n" for n in notes)
     )
-    return render(picks, header, dataset_name(etherscan_root), llama), notes
+    return render(picks, header, dataset_name(etherscan_root), llama, chain), notes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,13 +230,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--etherscan", type=Path, required=True, help="etherscan-labels data folder")
     parser.add_argument("--defillama", type=Path, help="DefiLlama CEX addresses CSV (entity,chain,address,...)")
     parser.add_argument("--out", type=Path, required=True, help="TOML file to write")
+    parser.add_argument("--explorer", choices=sorted(EXPLORERS), default="etherscan",
+                        help="which explorer's labels (the chain follows: bscscan makes chain 'bsc', ...)")
     parser.add_argument("--min-txns", type=int, default=100_000, help="transactions for a wallet to count as hot")
     parser.add_argument("--max-hot", type=int, default=6, help="hot wallets kept per exchange, busiest first")
     parser.add_argument("--max-cold", type=int, default=3, help="cold wallets kept per exchange, largest first")
     args = parser.parse_args(argv)
-    if not (args.etherscan / "etherscan" / "accounts").is_dir():
-        parser.error(f"{args.etherscan} has no etherscan/accounts folder")
-    text, notes = build(args.etherscan, args.defillama, args.min_txns, args.max_hot, args.max_cold)
+    if not (args.etherscan / args.explorer / "accounts").is_dir():
+        parser.error(f"{args.etherscan} has no {args.explorer}/accounts folder")
+    text, notes = build(args.etherscan, args.defillama, args.min_txns, args.max_hot, args.max_cold, args.explorer)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     for note in notes:

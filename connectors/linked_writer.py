@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from connectors.backoff import Backoff
 from connectors.checkpoint import Checkpoint, CheckpointError, CheckpointFile, PublishedBlock, save_until_written
@@ -33,7 +34,6 @@ from connectors.labels import LabelRegistry
 from connectors.metrics import ConnectorMetrics
 from connectors.publisher import BlockPublisher, PublishError
 from connectors.reorg import CanonicalHash, find_fork, retractions
-from connectors.rotation import RotationWatch
 from schemas.records import ChainHead, DeadLetter, LabelSuggestion, TransferEvent
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,13 @@ class Malformed:
     raw: str
 
 
+class TransferWatch(Protocol):
+    """Sees every movement of a block, labelled or not (the rotation watch, a discovery's evidence book)."""
+
+    def observe(self, block_time: int, tx_hash: str, asset: str, amount: int, sender: str,
+                recipient: str) -> LabelSuggestion | None: ...
+
+
 @dataclass(slots=True)
 class LinkedBlock:
     """One block as parsed: its head, the number of its parent (slot or height), and its labelled events."""
@@ -66,7 +73,7 @@ class LinkedBlock:
     malformed: list[Malformed] = field(default_factory=list)
     suggestions: list[LabelSuggestion] = field(default_factory=list)
 
-    def observe(self, rotation: RotationWatch | None, tx_hash: str, asset: str, amount: int, src: str,
+    def observe(self, rotation: TransferWatch | None, tx_hash: str, asset: str, amount: int, src: str,
                 dst: str) -> None:
         """Show one movement, labelled or not, to the hot-wallet rotation watch; its suggestions ride along."""
         if rotation is not None:

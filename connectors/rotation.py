@@ -1,33 +1,26 @@
 """Spot hot-wallet rotations as they happen, from transfers the connector reads anyway.
 
 A rotation looks like this on chain: one of an exchange's known wallets funds a fresh address, and that
-address starts paying many distinct outside addresses, as hot wallets do. Ordinary users withdrawing
-from the exchange are funded by it too, so only fundings of at least ``min_funding`` (in the asset's raw
-units, per asset) count, and only an address that then pays ``min_recipients`` distinct outsiders within
-``window_s`` of chain time is suggested. Memory is bounded: at most ``max_candidates`` addresses are
-watched, the oldest fundings forgotten first.
+address starts paying many distinct outside addresses small amounts, steadily, as hot wallets do. The watch
+shows every transfer of every block to an :class:`~connectors.hot_wallets.evidence.EvidenceBook` and judges a
+candidate whenever it paid someone and may have crossed the thresholds (at most once per steadiness window);
+the first time every check passes it returns a :class:`LabelSuggestion` carrying the evidence. This is the
+scoring ``haltwatch labels discover`` uses on a block range, so a wallet proposed live reads the same.
+
+With the default :class:`~connectors.hot_wallets.evidence.HotWalletRule` a new hot wallet is proposed in
+its third 10-minute window with payouts, or later if it has not paid 20 distinct outside addresses by then:
+within 30 minutes of chain time after its first payout when it pays 20 users in that time. Candidates are
+forgotten ``window_s`` of chain time after they were first seen unless proposed by then.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from connectors.hot_wallets.evidence import EvidenceBook, HotWalletRule, Verdict
 from connectors.labels import LabelRegistry
 from schemas.records import LabelSuggestion
-
-
-@dataclass(slots=True)
-class _Candidate:
-    exchange: str
-    funded_by: str
-    funded_at: int
-    funding_tx: str
-    recipients: set[str] = field(default_factory=set)
-    payouts: int = 0
-    suggested: bool = False
 
 
 class RotationWatch:
@@ -40,48 +33,51 @@ class RotationWatch:
         window_s: int = 3 * 86_400,
         max_candidates: int = 10_000,
         clock: Callable[[], float] = time.time,
+        rule: HotWalletRule | None = None,
     ) -> None:
         """``min_funding`` maps an asset ("native" or a token address) to the smallest funding that counts."""
         self.chain = chain
-        self.labels = labels
-        self.min_funding = min_funding
-        self.min_recipients = min_recipients
         self.window_s = window_s
-        self.max_candidates = max_candidates
         self.clock = clock
-        self.candidates: OrderedDict[str, _Candidate] = OrderedDict()
+        self.book = EvidenceBook(chain, labels, min_funding, rule or HotWalletRule(min_recipients=min_recipients),
+                                 max_candidates=max_candidates)
+
+    @property
+    def candidates(self) -> dict[str, object]:
+        """The addresses being watched (read-only view for status and tests)."""
+        return dict(self.book.candidates)
+
+    @property
+    def max_candidates(self) -> int:
+        return self.book.max_candidates
+
+    @max_candidates.setter
+    def max_candidates(self, value: int) -> None:
+        self.book.max_candidates = value
 
     def observe(
         self, block_time: int, tx_hash: str, asset: str, amount: int, sender: str, recipient: str
     ) -> LabelSuggestion | None:
         """Feed every transfer of a block (labelled or not); returns a suggestion when one is due."""
-        registry = self.labels()
-        candidate = self.candidates.get(sender)
-        if candidate is not None:
-            if block_time - candidate.funded_at > self.window_s:
-                del self.candidates[sender]
-            elif registry.lookup(self.chain, recipient) is None and recipient != candidate.funded_by:
-                candidate.payouts += 1
-                if len(candidate.recipients) < self.min_recipients:
-                    candidate.recipients.add(recipient)
-                if not candidate.suggested and len(candidate.recipients) >= self.min_recipients:
-                    candidate.suggested = True
-                    return self._suggest(sender, candidate, block_time)
+        payer = self.book.observe(block_time, tx_hash, asset, amount, sender, recipient)
+        if payer is None:
             return None
-        threshold = self.min_funding.get(asset)
-        if threshold is None or amount < threshold:
+        if block_time - payer.first_seen > self.window_s and not payer.proposed:
+            del self.book.candidates[payer.address]
             return None
-        source = registry.lookup(self.chain, sender)
-        if source is None or registry.lookup(self.chain, recipient) is not None or recipient in self.candidates:
+        if not self.book.due(payer):
             return None
-        self.candidates[recipient] = _Candidate(source.exchange, sender, block_time, tx_hash)
-        while len(self.candidates) > self.max_candidates:
-            self.candidates.popitem(last=False)
-        return None
+        verdict = self.book.judge(payer)
+        if not verdict.hot:
+            return None
+        payer.proposed = True
+        return self.suggestion(verdict, block_time)
 
-    def _suggest(self, address: str, c: _Candidate, block_time: int) -> LabelSuggestion:
+    def suggestion(self, verdict: Verdict, block_time: int) -> LabelSuggestion:
+        e = verdict.evidence
         return LabelSuggestion(
-            exchange=c.exchange, chain=self.chain, address=address, suggested_role="hot", funded_by=c.funded_by,
-            funded_at=c.funded_at, funding_tx=c.funding_tx, distinct_recipients=len(c.recipients),
-            payouts=c.payouts, detected_at=block_time, emitted_at=self.clock(),
+            exchange=e.exchange, chain=self.chain, address=e.address, suggested_role="hot", funded_by=e.funded_by,
+            funded_at=e.funded_at, funding_tx=e.funding_tx, distinct_recipients=verdict.recipients,
+            payouts=e.payouts, detected_at=block_time, emitted_at=self.clock(), top_ups=e.top_ups,
+            sweeps=verdict.sweeps, steadiness=round(verdict.steadiness, 3), evidence=verdict.summary(),
         )

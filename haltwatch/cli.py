@@ -18,7 +18,7 @@ import typer
 
 from access import secrets
 from access.kafka_security import quiet_client_libraries
-from haltwatch import chain_commands, follow, operator_cli, worker_command
+from haltwatch import chain_commands, follow, labels_command, operator_cli, worker_command
 from haltwatch.setting_types import FiniteNumber
 from haltwatch.shared_options import ChdbOpt, ClickHouseOpt
 
@@ -57,6 +57,7 @@ def _root(
 
 
 chain_commands.register(app)
+labels_command.register(app)
 worker_command.register(app)
 
 

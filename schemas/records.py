@@ -243,12 +243,14 @@ class FeedHeartbeat:
 
 @dataclass(frozen=True, slots=True)
 class LabelSuggestion:
-    """An unlabelled address that behaves like a new hot wallet of an exchange (a likely rotation).
+    """An address that behaves like a hot wallet of an exchange but is not labelled hot (a likely rotation).
 
     Exchanges move payouts to fresh hot wallets; until the labels follow, the old wallet's silence looks like
-    a halt. The tell-tale: the address was funded by the exchange's known wallets and then paid many
-    distinct outside addresses. Published on the transfers topic keyed by exchange, so the detector can
-    lower its confidence in a silence of that exchange on that chain.
+    a halt. The tell-tale: the address is tied to the exchange (funded by its known wallets, paying into them,
+    or labelled as another role) and pays many distinct outside addresses small amounts at a steady rate.
+    ``evidence`` says it in one line, as ``haltwatch labels discover`` writes it into a label file. Published
+    on the transfers topic keyed by exchange, so the detector can lower its confidence in a silence of that
+    exchange on that chain and say which wallet may have taken the payouts over.
     """
 
     TYPE: ClassVar[str] = "label_suggestion"
@@ -263,6 +265,14 @@ class LabelSuggestion:
     payouts: Count
     detected_at: Count
     emitted_at: float
+    top_ups: Count = 0
+    """Transfers in from the exchange's known wallets."""
+    sweeps: Count = 0
+    """One-off addresses (users' deposit addresses) that swept funds into it."""
+    steadiness: float = 0.0
+    """Share of 10-minute windows with a payout since its first one."""
+    evidence: str = ""
+    """All the evidence in one line."""
     schema_version: int = SCHEMA_VERSION
     type: Literal["label_suggestion"] = "label_suggestion"
 

@@ -20,8 +20,7 @@ from typing import Any
 import orjson
 
 from connectors.labels import LabelRegistry, Role, Wallet
-from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
-from connectors.rotation import RotationWatch
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock, TransferWatch
 from schemas.records import NATIVE_ASSET, ChainHead, Direction, TransferEvent
 
 SATS_DECIMALS = 8
@@ -59,7 +58,7 @@ def parse_head(chain: str, block: Any, received_at: float) -> ChainHead:
 
 def parse_block(
     chain: str, block: Any, txs: Any, labels: LabelRegistry, received_at: float,
-    rotation: RotationWatch | None = None,
+    rotation: TransferWatch | None = None,
 ) -> LinkedBlock:
     """Labelled transfers of one block; ``txs`` must be all of its transactions (``tx_count``)."""
     head = parse_head(chain, block, received_at)
@@ -74,8 +73,10 @@ def parse_block(
             parsed.malformed.append(Malformed(f"transaction: {exc}", orjson.dumps(tx).decode()))
             continue
         if inputs:
-            for out in outputs:
-                parsed.observe(rotation, txid, NATIVE_ASSET, out.value, inputs[0], out.address)
+            spent = set(inputs)
+            for out in outputs:  # change back to a spent address is shown as a self-transfer: the payer revealed
+                sender = out.address if out.address in spent else inputs[0]
+                parsed.observe(rotation, txid, NATIVE_ASSET, out.value, sender, out.address)
         parsed.transfers += _transfers(chain, head, txid, inputs, outputs, labels)
     return parsed
 

@@ -15,8 +15,7 @@ from typing import Any
 import orjson
 
 from connectors.labels import LabelRegistry
-from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
-from connectors.rotation import RotationWatch
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock, TransferWatch
 from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -70,7 +69,7 @@ def parse_block(
     decimals_of: Callable[[str], int],
     received_at: float,
     native_decimals: int = 18,
-    rotation: RotationWatch | None = None,
+    rotation: TransferWatch | None = None,
 ) -> LinkedBlock:
     """Labelled transfers of one block: native-coin transfers from its transactions, then token logs.
 

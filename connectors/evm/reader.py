@@ -22,9 +22,8 @@ from connectors.evm.node import NodeClient
 from connectors.evm.rpc import RpcError
 from connectors.feed_loop import BlockUnavailable
 from connectors.labels import LabelRegistry
-from connectors.linked_writer import LinkedBlock
+from connectors.linked_writer import LinkedBlock, TransferWatch
 from connectors.read_ahead import read_ahead
-from connectors.rotation import RotationWatch
 
 log = logging.getLogger(__name__)
 _TRANSFER_TOPIC_BYTES = bytes.fromhex(TRANSFER_TOPIC[2:])
@@ -52,7 +51,7 @@ class BlockReader:
         decimals: dict[str, int],
         clock: Callable[[], float],
         empty_logs_retries: int = 2,
-        rotation: RotationWatch | None = None,
+        rotation: TransferWatch | None = None,
     ) -> None:
         self.node = node
         self.config = config

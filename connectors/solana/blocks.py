@@ -25,8 +25,7 @@ from typing import Any
 import orjson
 
 from connectors.labels import LabelRegistry
-from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
-from connectors.rotation import RotationWatch
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock, TransferWatch
 from schemas.records import NATIVE_ASSET, ChainHead
 
 LAMPORTS_DECIMALS = 9
@@ -89,7 +88,7 @@ def parse_block(
     labels: LabelRegistry,
     received_at: float,
     fallback_time: int | None = None,
-    rotation: RotationWatch | None = None,
+    rotation: TransferWatch | None = None,
 ) -> LinkedBlock:
     """Labelled transfers of one block; ``fallback_time`` stands in for a missing ``blockTime``."""
     head, parent_slot = parse_head(chain, slot, block, received_at, fallback_time)

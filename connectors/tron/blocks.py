@@ -21,8 +21,7 @@ import orjson
 
 from connectors.addresses import tron_from_hex
 from connectors.labels import LabelRegistry
-from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock
-from connectors.rotation import RotationWatch
+from connectors.linked_writer import LinkedBlock, Malformed, MalformedBlock, TransferWatch
 from connectors.tron.api import block_number
 from schemas.records import NATIVE_ASSET, NATIVE_LOG_INDEX, ChainHead
 
@@ -59,7 +58,7 @@ def parse_block(
     decimals_of: Callable[[str], int],
     received_at: float,
     tokens: Collection[str] | None = None,
-    rotation: RotationWatch | None = None,
+    rotation: TransferWatch | None = None,
 ) -> LinkedBlock:
     """Labelled TRX and TRC-20 transfers of one block (``tokens``: TRC-20 contracts of interest, None = all)."""
     head = parse_head(chain, block, received_at)

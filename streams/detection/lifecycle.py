@@ -35,8 +35,9 @@ class IncidentLifecycle:
         if not found or "hot-wallet rotation" in event.reason:
             return event
         note = "; ".join(
-            f"possible hot-wallet rotation on {s.chain}: {s.address} (funded by {s.funded_by}, paid "
-            f"{s.distinct_recipients} distinct addresses)" for s in found
+            f"possible hot-wallet rotation on {s.chain}: {s.address} may have taken the payouts over ("
+            f"{s.evidence or f'funded by {s.funded_by}, paid {s.distinct_recipients} distinct addresses'})"
+            for s in found
         )
         return revised(event, confidence=event.confidence * self.policy.rotation_confidence_factor,
                         reason=f"{event.reason}; {note}")

@@ -118,4 +118,8 @@ def suggestion_row(s: LabelSuggestion) -> dict[str, Any]:
         "payouts": s.payouts,
         "detected_at": s.detected_at,
         "emitted_at": s.emitted_at,
+        "top_ups": s.top_ups,
+        "sweeps": s.sweeps,
+        "steadiness": s.steadiness,
+        "evidence": s.evidence,
     }

@@ -86,11 +86,13 @@ def test_block_missing_header_fields_is_malformed(recorded, labels, field):
 
 
 def test_rotation_watch_sees_unlabelled_transfers_and_its_suggestion_rides_with_the_block(recorded, labels):
+    from connectors.hot_wallets.evidence import HotWalletRule
     from connectors.rotation import RotationWatch
 
     cold = labels.wallets("ethereum")[2].address
     fresh = "0x" + "ee" * 20
-    watch = RotationWatch("ethereum", lambda: labels, {NATIVE_ASSET: 10**18}, min_recipients=3, clock=lambda: 5.0)
+    watch = RotationWatch("ethereum", lambda: labels, {NATIVE_ASSET: 10**18}, clock=lambda: 5.0,
+                          rule=HotWalletRule(min_recipients=3, min_active_windows=1))
 
     def block(number: int, txs: list[tuple[str, str, int]]) -> dict:
         base = dict(recorded["block"], number=hex(number), hash=f"0x{number:064x}")

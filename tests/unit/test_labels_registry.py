@@ -156,8 +156,17 @@ def test_the_shipped_ethereum_labels_load_and_cover_the_largest_exchanges() -> N
 
 
 @pytest.mark.skipif(not SHARED_LABELS.is_dir(), reason="public label data not beside the repo (shared/data/labels)")
-def test_the_shipped_file_is_what_the_importer_makes_of_the_public_data(tmp_path: Path) -> None:
-    out = tmp_path / "ethereum.toml"
+@pytest.mark.parametrize("explorer", ["etherscan", "bscscan", "polygonscan", "arbiscan", "optimism", "avalanche",
+                                      "ftmscan"])
+def test_each_shipped_evm_file_is_what_the_importer_makes_of_the_public_data(tmp_path: Path, explorer: str) -> None:
+    from connectors.label_import import EXPLORERS
+
+    chain = EXPLORERS[explorer][0]
+    out = tmp_path / f"{chain}.toml"
     assert import_labels(["--etherscan", str(SHARED_LABELS / "etherscan-labels"), "--defillama",
-                          str(SHARED_LABELS / "defillama-cex" / "defillama_cex_addresses.csv"), "--out", str(out)]) == 0
-    assert out.read_text() == SHIPPED.read_text()
+                          str(SHARED_LABELS / "defillama-cex" / "defillama_cex_addresses.csv"), "--explorer", explorer,
+                          "--out", str(out)]) == 0
+    shipped = REPO / "labels" / f"{chain}.toml"
+    assert out.read_text() == shipped.read_text()
+    wallets = LabelRegistry.from_files([shipped]).wallets(chain)
+    assert wallets and any(w.role is Role.HOT for w in wallets)

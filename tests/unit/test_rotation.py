@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.hot_wallets.evidence import HotWalletRule
 from connectors.labels import LabelRegistry
 from connectors.rotation import RotationWatch
 from schemas import OutageEvent, OutageState
@@ -24,7 +25,10 @@ def watch(tmp_path: Path) -> RotationWatch:
         f'[[wallet]]\nexchange = "okx"\nchain = "ethereum"\naddress = "{COLD}"\nrole = "cold"\n'
     )
     registry = LabelRegistry.from_files([path])
-    return RotationWatch("ethereum", lambda: registry, {"native": 50 * ETH}, min_recipients=5, clock=lambda: 7.0)
+    # one window with payouts is enough here: these tests are about what makes a candidate and a suggestion;
+    # steadiness over windows is tested on the simulated exchange (test_hot_wallet_evidence.py)
+    rule = HotWalletRule(min_recipients=5, min_active_windows=1)
+    return RotationWatch("ethereum", lambda: registry, {"native": 50 * ETH}, clock=lambda: 7.0, rule=rule)
 
 
 def user(i: int) -> str:
@@ -39,6 +43,9 @@ def test_fresh_wallet_funded_by_the_exchange_that_pays_many_users_is_suggested(w
     assert suggestion is not None
     assert (suggestion.exchange, suggestion.address, suggestion.funded_by) == ("okx", NEW, COLD)
     assert (suggestion.distinct_recipients, suggestion.funding_tx, suggestion.detected_at) == (5, "0xfund", 204)
+    assert (suggestion.top_ups, suggestion.payouts) == (1, 5)
+    assert suggestion.evidence.startswith(f"funded by {COLD}; 1 top-ups")
+    assert "5 distinct outside" in suggestion.evidence
     assert watch.observe(300, "0xp9", "native", ETH, NEW, user(9)) is None, "suggested once"
 
 
@@ -77,6 +84,7 @@ def test_outage_explained_by_a_rotation_has_lower_confidence_and_says_so(watch):
     events = [e for e in sim.run(HOUR, halted({"okx"})) if isinstance(e, OutageEvent)]
     opened = next(e for e in events if e.state is OutageState.OPEN)
     assert "hot-wallet rotation" in opened.reason and NEW in opened.reason
+    assert f"may have taken the payouts over ({suggestion.evidence})" in opened.reason
     assert opened.confidence <= 0.5
 
 

@@ -379,6 +379,20 @@ def case_large_batch_lookup_stays_under_max_query_size(backend: ClickHouseBacken
     assert_view_matches_truth(backend, "okx")
 
 
+def case_label_suggestion_keeps_its_evidence(backend: ClickHouseBackend) -> None:
+    from schemas.records import LabelSuggestion
+    from streams.store.rows import suggestion_row
+
+    evidence = "funded by 0xc; 3 top-ups from exchange wallets; 41 sweeps from one-off addresses; 'quoted'"
+    s = LabelSuggestion("okx", "tron", "TNew", "hot", "TCold", 100, "f00d", 25, 40, 2_000, 3.0, top_ups=3,
+                        sweeps=41, steadiness=0.875, evidence=evidence)
+    backend.insert("label_suggestions", [suggestion_row(s)])
+    (row,) = backend.query(f"SELECT address, top_ups, sweeps, steadiness, evidence, distinct_recipients "
+                           f"FROM {backend.database}.label_suggestions")
+    assert (row["address"], row["top_ups"], row["sweeps"], row["steadiness"], row["evidence"],
+            row["distinct_recipients"]) == ("TNew", 3, 41, 0.875, evidence, 25)
+
+
 CASES = [
     case_insert_then_redelivery_adds_nothing,
     case_reorg_retraction_and_flip_back,
@@ -392,6 +406,7 @@ CASES = [
     case_lookup_returns_only_the_batchs_transfers,
     case_unusual_tx_hashes_are_still_found,
     case_large_batch_lookup_stays_under_max_query_size,
+    case_label_suggestion_keeps_its_evidence,
 ]
 
 
@@ -414,7 +429,7 @@ def test_on_chdb(chdb, case):
 def test_migrations_are_applied_once(chdb):
     assert apply_migrations(chdb) == []
     numbers = [r["number"] for r in chdb.query(f"SELECT number FROM {chdb.database}.schema_migrations ORDER BY number")]
-    assert numbers == [1, 2, 3, 4]
+    assert numbers == [1, 2, 3, 4, 5]
 
 
 def test_migration_counts_transfers_stored_before_the_view_existed(tmp_path):
@@ -433,7 +448,8 @@ def test_migration_counts_transfers_stored_before_the_view_existed(tmp_path):
                                              {"number": 2, "name": "0002_incidents_and_chains"}])
         old = [transfer(i) for i in range(30)] + [transfer(i, version=100 + i, removed=1) for i in range(4)]
         backend.insert("transfers", old + old[:10])  # the old sink could store redeliveries twice
-        assert apply_migrations(backend) == ["0003_withdrawals_per_minute", "0004_status_and_latest_views"]
+        assert apply_migrations(backend) == ["0003_withdrawals_per_minute", "0004_status_and_latest_views",
+                                              "0005_suggestion_evidence"]
         assert withdrawal_summary(backend, "okx")["withdrawals"] == 26
         assert_view_matches_truth(backend, "okx")
     finally:
