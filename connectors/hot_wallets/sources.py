@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 from websockets.exceptions import WebSocketException
@@ -68,6 +68,7 @@ class BlockSource(Protocol):
 
 
 Numbered = AsyncGenerator[tuple[int, int | None], None]
+C = TypeVar("C")
 
 
 async def _in_order(first: int, last: int, fetch: Callable[[int], Awaitable[Any]],
@@ -78,25 +79,37 @@ async def _in_order(first: int, last: int, fetch: Callable[[int], Awaitable[Any]
             yield number, parse(number, raw)
 
 
-class EvmSource:
+class FamilySource(Generic[C]):
+    """What every family's source shares: its node client, the settings, and reading in block order."""
+
+    def __init__(self, client: C, settings: SourceSettings, labels: LabelRegistry, watch: TransferWatch) -> None:
+        self.client, self.settings, self.labels, self.watch = client, settings, labels, watch
+
+    async def _fetch(self, number: int) -> Any:
+        raise NotImplementedError
+
+    def _parse(self, number: int, raw: Any) -> int | None:
+        raise NotImplementedError
+
+    def read(self, first: int, last: int) -> Numbered:
+        return _in_order(first, last, self._fetch, self._parse, self.settings.prefetch)
+
+
+class EvmSource(FamilySource[NodeClient]):
     """Blocks with full transactions and their ERC-20 ``Transfer`` logs, parsed like the connector's."""
 
-    def __init__(self, node: NodeClient, settings: SourceSettings, labels: LabelRegistry,
-                 watch: TransferWatch) -> None:
-        self.node, self.settings, self.labels, self.watch = node, settings, labels, watch
-
     async def tip(self) -> int:
-        return await self.node.block_number()
+        return await self.client.block_number()
 
     async def block_time(self, number: int) -> int | None:
-        block = await self.node.block_by_number(number, full=False)
+        block = await self.client.block_by_number(number, full=False)
         return int(block["timestamp"], 16) if isinstance(block, dict) else None
 
     async def _fetch(self, number: int) -> tuple[Any, Any]:
-        block = await self.node.block_by_number(number)
+        block = await self.client.block_by_number(number)
         if not isinstance(block, dict):
             raise BlockUnavailable(f"{self.settings.chain}: node has no block {number}")
-        logs = await self.node.logs({"blockHash": block.get("hash"), "topics": [TRANSFER_TOPIC]})
+        logs = await self.client.logs({"blockHash": block.get("hash"), "topics": [TRANSFER_TOPIC]})
         return block, logs
 
     def _parse(self, number: int, raw: tuple[Any, Any]) -> int | None:
@@ -107,22 +120,20 @@ class EvmSource:
                                         time.time(), 18, self.watch)
         return parsed.head.block_time
 
-    def read(self, first: int, last: int) -> AsyncGenerator[tuple[int, int | None], None]:
-        return _in_order(first, last, self._fetch, self._parse, self.settings.prefetch)
 
-
-class SolanaSource:
-    def __init__(self, rpc: SolanaRpc, settings: SourceSettings, labels: LabelRegistry,
-                 watch: TransferWatch) -> None:
-        self.rpc, self.settings, self.labels, self.watch = rpc, settings, labels, watch
+class SolanaSource(FamilySource[SolanaRpc]):
+    """Finalized slots by ``getBlock`` (jsonParsed); a skipped slot shows nothing."""
 
     async def tip(self) -> int:
-        return await self.rpc.get_slot()
+        return await self.client.get_slot()
 
     async def block_time(self, number: int) -> int | None:
-        reply = await self.rpc.get_block(number, full=False)
+        reply = await self.client.get_block(number, full=False)
         value = reply.get("blockTime") if isinstance(reply, dict) else None
         return value if isinstance(value, int) else None
+
+    async def _fetch(self, slot: int) -> Any:
+        return await self.client.get_block(slot)
 
     def _parse(self, slot: int, reply: Any) -> int | None:
         if not isinstance(reply, dict):
@@ -131,23 +142,18 @@ class SolanaSource:
                                            self.watch)
         return parsed.head.block_time
 
-    def read(self, first: int, last: int) -> AsyncGenerator[tuple[int, int | None], None]:
-        return _in_order(first, last, self.rpc.get_block, self._parse, self.settings.prefetch)
 
-
-class BitcoinSource:
-    def __init__(self, api: EsploraApi, settings: SourceSettings, labels: LabelRegistry,
-                 watch: TransferWatch) -> None:
-        self.api, self.settings, self.labels, self.watch = api, settings, labels, watch
+class BitcoinSource(FamilySource[EsploraApi]):
+    """Esplora: height to hash, the header, then every page of the block's transactions."""
 
     async def tip(self) -> int:
-        return await self.api.tip_height()
+        return await self.client.tip_height()
 
     async def _header(self, height: int) -> tuple[str, Any]:
-        block_hash = await self.api.block_hash(height)
+        block_hash = await self.client.block_hash(height)
         if block_hash is None:
             raise BlockUnavailable(f"{self.settings.chain}: no block at height {height}")
-        return block_hash, await self.api.block(block_hash)
+        return block_hash, await self.client.block(block_hash)
 
     async def block_time(self, number: int) -> int | None:
         _, block = await self._header(number)
@@ -159,43 +165,35 @@ class BitcoinSource:
         count = block.get("tx_count") if isinstance(block, dict) else None
         if not isinstance(count, int) or count < 1:
             raise MalformedBlock(f"block {block_hash}: no usable tx_count ({count!r})")
-        return block, await self.api.block_txs(block_hash, count)
+        return block, await self.client.block_txs(block_hash, count)
 
     def _parse(self, height: int, raw: tuple[Any, Any]) -> int | None:
         block, txs = raw
         parsed = bitcoin_blocks.parse_block(self.settings.chain, block, txs, self.labels, time.time(), self.watch)
         return parsed.head.block_time
 
-    def read(self, first: int, last: int) -> AsyncGenerator[tuple[int, int | None], None]:
-        return _in_order(first, last, self._fetch, self._parse, self.settings.prefetch)
 
-
-class TronSource:
-    def __init__(self, api: TronApi, settings: SourceSettings, labels: LabelRegistry,
-                 watch: TransferWatch) -> None:
-        self.api, self.settings, self.labels, self.watch = api, settings, labels, watch
+class TronSource(FamilySource[TronApi]):
+    """The block (TRX transfers) and its receipts (TRC-20 ``Transfer`` logs)."""
 
     async def tip(self) -> int:
-        return await self.api.now_block_number()
+        return await self.client.now_block_number()
 
     async def block_time(self, number: int) -> int | None:
-        block = await self.api.block(number)
+        block = await self.client.block(number)
         return None if block is None else int(block["block_header"]["raw_data"]["timestamp"]) // 1000
 
     async def _fetch(self, number: int) -> tuple[Any, Any]:
-        block = await self.api.block(number)
+        block = await self.client.block(number)
         if block is None:
             raise BlockUnavailable(f"{self.settings.chain}: node has no block {number}")
-        return block, await self.api.transaction_info(number)
+        return block, await self.client.transaction_info(number)
 
     def _parse(self, number: int, raw: tuple[Any, Any]) -> int | None:
         block, infos = raw
         parsed = tron_blocks.parse_block(self.settings.chain, block, infos, self.labels, lambda t: -1, time.time(),
                                          None, self.watch)
         return parsed.head.block_time
-
-    def read(self, first: int, last: int) -> AsyncGenerator[tuple[int, int | None], None]:
-        return _in_order(first, last, self._fetch, self._parse, self.settings.prefetch)
 
 
 @contextlib.asynccontextmanager
