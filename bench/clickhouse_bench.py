@@ -11,6 +11,11 @@ private state folder and stopped at the end. Run from the repository root:
 
     .venv/bin/python bench/clickhouse_bench.py --backend both            # 10M rows on each
     .venv/bin/python bench/clickhouse_bench.py --rows 1000000 --dedup both
+    .venv/bin/python bench/clickhouse_bench.py --rows 1000000 --backend pair   # one server, then a replicated pair
+
+``--backend pair`` loads the same rows into one server and then into two 18.16 replicas of one shard (with an
+Apache ZooKeeper, all started with ``infra/``), the worker's way: ``--clickhouse-cluster`` tables, inserts
+through the Distributed table, each batch's block kept for its retries.
 
 "Sink rate" counts only the time spent in ``TableSink.extend`` and ``flush`` (columnar conversion, the
 dedup read, the insert, the view); generating the rows in Python is timed separately.
@@ -106,9 +111,9 @@ def generate(rows: int, exchanges: int, days: int, batch: int, seed: int = 1) ->
         yield out
 
 
-def load(backend: ClickHouseBackend, args: argparse.Namespace, dedup: bool) -> Load:
+def load(backend: ClickHouseBackend, args: argparse.Namespace, dedup: bool, replicated: bool = False) -> Load:
     sink = TableSink(backend, "transfers", max_rows=args.batch, retry_for_s=120,
-                     dedup=TransferDedup() if dedup else None)
+                     dedup=TransferDedup() if dedup else None, replicated=replicated)
     result = Load()
     started = time.perf_counter()
     clock = time.perf_counter()
@@ -176,12 +181,13 @@ def timed(query: Callable[[], Any], runs: int) -> tuple[float, float, Any]:
     return statistics.median(samples), p99, result
 
 
-def run(name: str, backend: ClickHouseBackend, args: argparse.Namespace, dedup: bool) -> None:
+def run(name: str, backend: ClickHouseBackend, args: argparse.Namespace, dedup: bool,
+        cluster: str | None = None) -> None:
     print(f"\n== {name}, ClickHouse {'.'.join(map(str, backend.server_version()))}, "
           f"dedup {'on' if dedup else 'off'}: loading {args.rows:,} transfers for {args.exchanges} exchanges "
           f"over {args.days} days, batches of {args.batch:,}", flush=True)
-    apply_migrations(backend)
-    result = load(backend, args, dedup)
+    apply_migrations(backend, cluster)
+    result = load(backend, args, dedup, replicated=cluster is not None)
     status_data(backend, args.exchanges)
     print(f"sink insert rate: {result.rows / result.sink_s:,.0f} rows/s ({result.rows:,} rows in "
           f"{result.sink_s:.1f} s of sink time; {result.written:,} written)")
@@ -215,13 +221,44 @@ def chdb_backend(folder: Path) -> ClickHouseBackend:
     return ChdbBackend(folder / "chdb", database="bench")
 
 
+def replicated_pair(args: argparse.Namespace, folder: Path, modes: list[bool]) -> None:
+    """Two replicas of one shard and a ZooKeeper on spare ports; the load goes through the cluster's tables."""
+    zookeeper = {"ZOOKEEPER_PORT": str(free_port()), "ZOOKEEPER_STATE_DIR": str(folder / "zookeeper"),
+                 "HALTWATCH_CACHE": str(folder / "cache")}
+    ports = [free_port(), free_port()]
+    replicas = [{"CLICKHOUSE_TCP_PORT": str(p), "CLICKHOUSE_HTTP_PORT": str(free_port()),
+                 "CLICKHOUSE_INTERSERVER_PORT": str(free_port()),
+                 "CLICKHOUSE_ZOOKEEPER_PORT": zookeeper["ZOOKEEPER_PORT"],
+                 "CLICKHOUSE_REPLICAS": f"{ports[0]} {ports[1]}", "CLICKHOUSE_REPLICA": f"replica{i + 1}",
+                 "CLICKHOUSE_STATE_DIR": str(folder / f"replica{i + 1}"), "HALTWATCH_CACHE": str(folder / "cache")}
+                for i, p in enumerate(ports)]
+    infra("zookeeper", "start", zookeeper)
+    try:
+        for env in replicas:
+            infra("clickhouse", "start", env)
+        for k, dedup in enumerate(modes):
+            url = f"clickhouse://default@127.0.0.1:{ports[0]}/pair{k}?alt_hosts=127.0.0.1:{ports[1]}"
+            backend = DriverBackend(url)
+            backend.use_settings(insert_distributed_sync=1)
+            try:
+                run("replicated pair (2 replicas, ZooKeeper)", backend, args, dedup, cluster="haltwatch")
+            finally:
+                backend.execute(f"DROP DATABASE IF EXISTS pair{k} ON CLUSTER haltwatch")
+                backend.close()
+    finally:
+        for env in replicas:
+            infra("clickhouse", "stop", env)
+        infra("zookeeper", "stop", zookeeper)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000_000, help="transfer events to load (default 10M)")
     parser.add_argument("--exchanges", type=int, default=200)
     parser.add_argument("--days", type=int, default=7, help="days of block time the load spans")
     parser.add_argument("--batch", type=int, default=100_000, help="rows per sink flush")
-    parser.add_argument("--backend", choices=["chdb", "server", "both"], default="both")
+    parser.add_argument("--backend", choices=["chdb", "server", "both", "pair"], default="both",
+                        help="both: chdb and one server; pair: one server and a replicated pair, in one run")
     parser.add_argument("--dedup", choices=["on", "off", "both"], default="on",
                         help="read-before-write dedup of transfer batches (the worker always uses it)")
     parser.add_argument("--queries", type=int, default=200, help="runs per status query (history: a quarter)")
@@ -239,7 +276,7 @@ def main() -> None:
                     run("embedded chdb", backend, args, dedup)
                 finally:
                     backend.close()
-        if args.backend in ("server", "both"):
+        if args.backend in ("server", "both", "pair"):
             port, http = free_port(), free_port()
             env = {"CLICKHOUSE_TCP_PORT": str(port), "CLICKHOUSE_HTTP_PORT": str(http),
                    "CLICKHOUSE_STATE_DIR": str(folder / "server"), "HALTWATCH_CACHE": str(folder / "cache")}
@@ -254,6 +291,8 @@ def main() -> None:
                         server.close()
             finally:
                 infra("clickhouse", "stop", env)
+        if args.backend == "pair":
+            replicated_pair(args, folder, modes)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

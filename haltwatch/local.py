@@ -78,6 +78,7 @@ class PipelineProcesses:
     labels: Path
     prefix: str
     clickhouse_url: str | None = None
+    clickhouse_cluster: str | None = None
     web_port: int = field(default_factory=free_port)
     partitions: int = 4
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -118,6 +119,10 @@ class PipelineProcesses:
             env["HALTWATCH_CLICKHOUSE_URL"] = self.clickhouse_url
         else:
             env.pop("HALTWATCH_CLICKHOUSE_URL", None)
+        if self.clickhouse_cluster:
+            env["HALTWATCH_CLICKHOUSE_CLUSTER"] = self.clickhouse_cluster
+        else:
+            env.pop("HALTWATCH_CLICKHOUSE_CLUSTER", None)
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:

@@ -29,6 +29,12 @@ ClickHouseOpt = Annotated[
                  help="clickhouse://user:pass@host:9000/db, or clickhouses://...:9440/db?ca_certs=ca.pem for TLS; "
                       "unset = embedded chdb."),
 ]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(envvar="HALTWATCH_CLICKHOUSE_CLUSTER",
+                 help="ClickHouse cluster (remote_servers) to create replicated tables on, ON CLUSTER, with a "
+                      "Distributed table over them, sharded by exchange; unset = plain tables on one server."),
+]
 ChdbOpt = Annotated[Path, typer.Option(envvar="HALTWATCH_CHDB_PATH", help="Data folder of the embedded chdb store.")]
 TransferRecordsOpt = Annotated[
     TransferLayout,

@@ -16,6 +16,7 @@ from haltwatch.setting_types import FiniteNumber, UrlOf
 from haltwatch.shared_options import (
     ChdbOpt,
     ClickHouseOpt,
+    ClusterOpt,
     KafkaOpt,
     LogFormatOpt,
     PartitionsOpt,
@@ -36,6 +37,7 @@ def worker(
     partitions: PartitionsOpt = 8,
     replication_factor: ReplicationOpt = DEFAULT_REPLICATION_FACTOR,
     clickhouse_url: ClickHouseOpt = None,
+    clickhouse_cluster: ClusterOpt = None,
     chdb_path: ChdbOpt = Path(".haltwatch/chdb"),
     web_port: Annotated[
         int, typer.Option(envvar="HALTWATCH_WEB_PORT", min=1, max=65535, help="Port of the status page (/ui), JSON "
@@ -122,6 +124,16 @@ def worker(
     operator = OperatorSettings(alert_webhook_url=alert_webhook, pagerduty_routing_key=pagerduty_routing_key,
                                 pagerduty_url=pagerduty_url, alertmanager_url=alertmanager_url, alert_states=states)
     check_access(kafka, kafka_security)
+    if clickhouse_cluster and not clickhouse_url:
+        raise typer.BadParameter("needs a ClickHouse server (--clickhouse-url); embedded chdb has no cluster",
+                                 param_hint="--clickhouse-cluster")
+    if clickhouse_cluster:
+        from schemas.cluster_ddl import ClusterDdl
+
+        try:
+            ClusterDdl("haltwatch", clickhouse_cluster)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--clickhouse-cluster") from None
     if clickhouse_url:
         from streams.store.backend import refused_store_access
 
@@ -139,6 +151,7 @@ def worker(
         app_id=f"{prefix}-store" if role == WorkerRole.STORE else f"{prefix}-worker",
         role=role,
         clickhouse_url=clickhouse_url,
+        clickhouse_cluster=clickhouse_cluster,
         chdb_path=chdb_path,
         web_host=web_host,
         web_port=web_port,

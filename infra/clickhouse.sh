@@ -23,6 +23,12 @@
 #   CLICKHOUSE_TCP_SECURE_PORT also serve the native protocol over TLS on 127.0.0.1:PORT [off]; the certificate
 #                              is signed by a CA made for the instance, `infra/clickhouse.sh ca-file` prints its path
 #   CLICKHOUSE_USER, CLICKHOUSE_PASSWORD  a second user with a password (SHA-256 in users.xml)     [none]
+#   CLICKHOUSE_ZOOKEEPER_PORT  make the instance a replica: ZooKeeper on 127.0.0.1:PORT    [off]
+#   CLICKHOUSE_CLUSTER         with it: the cluster's name in remote_servers              [haltwatch]
+#   CLICKHOUSE_REPLICAS        with it: the TCP ports of the shard's replicas, e.g. "19000 19001" (all of them,
+#                              this one included; one shard)                              [this one]
+#   CLICKHOUSE_SHARD, CLICKHOUSE_REPLICA  with it: the {shard} and {replica} macros     [01, r<TCP port>]
+#   CLICKHOUSE_INTERSERVER_PORT  with it: the port replicas fetch parts from             [TCP port + 3000]
 # User `default`, no password, reachable from 127.0.0.1 only. The server runs as the calling user
 # (18.16 runs fine as root; no chown/runuser needed).
 set -euo pipefail
@@ -42,6 +48,12 @@ CLICKHOUSE_STOP_TIMEOUT="${CLICKHOUSE_STOP_TIMEOUT:-30}"
 CLICKHOUSE_TCP_SECURE_PORT="${CLICKHOUSE_TCP_SECURE_PORT:-}"
 CLICKHOUSE_USER="${CLICKHOUSE_USER:-}"
 CLICKHOUSE_PASSWORD="${CLICKHOUSE_PASSWORD:-}"
+CLICKHOUSE_ZOOKEEPER_PORT="${CLICKHOUSE_ZOOKEEPER_PORT:-}"
+CLICKHOUSE_CLUSTER="${CLICKHOUSE_CLUSTER:-haltwatch}"
+CLICKHOUSE_REPLICAS="${CLICKHOUSE_REPLICAS:-$CLICKHOUSE_TCP_PORT}"
+CLICKHOUSE_SHARD="${CLICKHOUSE_SHARD:-01}"
+CLICKHOUSE_REPLICA="${CLICKHOUSE_REPLICA:-r$CLICKHOUSE_TCP_PORT}"
+CLICKHOUSE_INTERSERVER_PORT="${CLICKHOUSE_INTERSERVER_PORT:-$((CLICKHOUSE_TCP_PORT + 3000))}"
 
 # Config files live in the cache (named by port) so `stop` finds the instance whatever its state dir.
 CONF_DIR="$HW_CACHE/clickhouse/conf-$CLICKHOUSE_TCP_PORT"
@@ -103,6 +115,39 @@ secure_config() {
 EOF
 }
 
+# The replication part of config.xml when CLICKHOUSE_ZOOKEEPER_PORT is set (empty otherwise): ZooKeeper, the
+# macros the replicated tables' paths use, one shard of CLICKHOUSE_REPLICAS as cluster CLICKHOUSE_CLUSTER
+# (internal_replication: a write goes to one replica, which replicates it), and the distributed DDL queue.
+replica_config() {
+    [ -n "$CLICKHOUSE_ZOOKEEPER_PORT" ] || return 0
+    local port replicas=""
+    for port in $CLICKHOUSE_REPLICAS; do
+        replicas+="                <replica><host>127.0.0.1</host><port>$port</port></replica>"$'\n'
+    done
+    cat <<XML
+    <interserver_http_port>$CLICKHOUSE_INTERSERVER_PORT</interserver_http_port>
+    <interserver_http_host>127.0.0.1</interserver_http_host>
+    <zookeeper>
+        <node><host>127.0.0.1</host><port>$CLICKHOUSE_ZOOKEEPER_PORT</port></node>
+        <session_timeout_ms>30000</session_timeout_ms>
+    </zookeeper>
+    <macros>
+        <shard>$CLICKHOUSE_SHARD</shard>
+        <replica>$CLICKHOUSE_REPLICA</replica>
+    </macros>
+    <remote_servers>
+        <$CLICKHOUSE_CLUSTER>
+            <shard>
+                <internal_replication>true</internal_replication>
+$replicas            </shard>
+        </$CLICKHOUSE_CLUSTER>
+    </remote_servers>
+    <distributed_ddl>
+        <path>/clickhouse/task_queue/ddl</path>
+    </distributed_ddl>
+XML
+}
+
 # One user's entry of users.xml, reachable from this machine only: user_entry NAME PASSWORD_ELEMENT.
 user_entry() {
     cat <<EOF
@@ -143,6 +188,7 @@ write_config() {
     <tcp_port>$CLICKHOUSE_TCP_PORT</tcp_port>
     <http_port>$CLICKHOUSE_HTTP_PORT</http_port>
 $(secure_config)
+$(replica_config)
     <max_connections>1024</max_connections>
     <keep_alive_timeout>3</keep_alive_timeout>
     <max_concurrent_queries>100</max_concurrent_queries>

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.cluster_ddl import ClusterDdl
+
 MIGRATIONS_DIR = Path(__file__).parent / "clickhouse"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -84,14 +86,18 @@ def _split(sql: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in "\n".join(lines).split(";") if s.strip())
 
 
-def migrations(db: str, server_version: tuple[int, ...]) -> list[Migration]:
-    """All migrations in order, rendered for ``db`` on a server of ``server_version``."""
+def migrations(db: str, server_version: tuple[int, ...], cluster: str | None = None) -> list[Migration]:
+    """All migrations in order, rendered for ``db`` on a server of ``server_version``; with ``cluster``, in
+    their replicated form for that cluster (:mod:`schemas.cluster_ddl`)."""
     values = placeholders(db, server_version)
+    on_cluster = ClusterDdl(db, cluster) if cluster else None
     result = []
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         match = _NAME.match(path.name)
         if not match:
             raise ValueError(f"migration file {path.name} must be named NNNN_description.sql")
-        sql = render(path.read_text(), values, server_version)
-        result.append(Migration(int(match.group(1)), path.stem, _split(sql)))
+        statements = _split(render(path.read_text(), values, server_version))
+        if on_cluster is not None:
+            statements = tuple(out for statement in statements for out in on_cluster.rewrite(statement))
+        result.append(Migration(int(match.group(1)), path.stem, statements))
     return result

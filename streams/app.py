@@ -108,7 +108,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
     detector = OutageDetector(settings.policy, clock)
     correlator = IncidentCorrelator(settings.policy.correlation_window_s, clock, settings.exchange_metadata)
     monitor = ChainMonitor(clock)
-    store = ClickHouseStore(settings.clickhouse_url, settings.chdb_path, settings.sink_batch)
+    store = ClickHouseStore(settings.clickhouse_url, settings.chdb_path, settings.sink_batch,
+                            settings.clickhouse_cluster)
     hooks = register_web(app, detector=detector, monitor=monitor, sinks=store.sinks, probe_store=store.probe,
                          read_store=store.read, data_dir=settings.data_dir, settings=settings.operator)
 

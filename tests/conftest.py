@@ -62,6 +62,59 @@ def clickhouse_server(state_dir: Path) -> Iterator[str]:
         infra("clickhouse", "stop", env)
 
 
+class ReplicaPair:
+    """Two Debian clickhouse-server processes as the two replicas of one shard of cluster ``haltwatch``,
+    coordinated by an Apache ZooKeeper, all started by ``infra/``; a test may kill and restart a replica."""
+
+    CLUSTER = "haltwatch"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.ports = ports.CLUSTER_CLICKHOUSE_PORTS
+        self.zookeeper_env = {"ZOOKEEPER_PORT": str(ports.CLUSTER_ZOOKEEPER_PORT),
+                              "ZOOKEEPER_STATE_DIR": str(state_dir / "zookeeper")}
+        self.envs = [{"CLICKHOUSE_TCP_PORT": str(port), "CLICKHOUSE_HTTP_PORT": str(port + 10),
+                      "CLICKHOUSE_INTERSERVER_PORT": str(port + 20), "CLICKHOUSE_ZOOKEEPER_PORT":
+                      str(ports.CLUSTER_ZOOKEEPER_PORT), "CLICKHOUSE_REPLICAS": " ".join(map(str, self.ports)),
+                      "CLICKHOUSE_REPLICA": f"replica{i + 1}",
+                      "CLICKHOUSE_STATE_DIR": str(state_dir / f"replica{i + 1}")}
+                     for i, port in enumerate(self.ports)]
+
+    def url(self, database: str, first: int = 0) -> str:
+        """A URL that reaches replica ``first`` and fails over to the other."""
+        other = self.ports[1 - first]
+        return f"clickhouse://default@127.0.0.1:{self.ports[first]}/{database}?alt_hosts=127.0.0.1:{other}"
+
+    def replica_url(self, i: int, database: str) -> str:
+        """A URL of replica ``i`` alone."""
+        return f"clickhouse://default@127.0.0.1:{self.ports[i]}/{database}"
+
+    def start(self) -> None:
+        infra("zookeeper", "start", self.zookeeper_env)
+        for env in self.envs:
+            infra("clickhouse", "start", env)
+
+    def kill(self, i: int) -> None:
+        infra("clickhouse", "kill", self.envs[i])
+
+    def start_replica(self, i: int) -> None:
+        infra("clickhouse", "start", self.envs[i])
+
+    def stop(self) -> None:
+        for env in self.envs:
+            infra("clickhouse", "stop", env)
+        infra("zookeeper", "stop", self.zookeeper_env)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster(state_dir: Path) -> Iterator[ReplicaPair]:
+    pair = ReplicaPair(state_dir / "cluster")
+    pair.start()
+    try:
+        yield pair
+    finally:
+        pair.stop()
+
+
 def _ca_file(component: str, env: dict[str, str]) -> str:
     """The CA certificate an infra script made for the instance ``env`` names (what its clients trust)."""
     return subprocess.run(["bash", f"infra/{component}.sh", "ca-file"], env={**os.environ, **env},

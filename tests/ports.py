@@ -37,5 +37,9 @@ FAULT_CLICKHOUSE_PORT = BASE + 100
 ALERTMANAGER_PORT = BASE + 293
 SECURE_KAFKA_PORT = BASE + 392
 SECURE_CLICKHOUSE_PORT = BASE + 600
+CLUSTER_ZOOKEEPER_PORT = BASE + 700
+"""ZooKeeper of the replicated pair; its two ClickHouse replicas on + 710 and + 711 (HTTP + 720/+ 721,
+interserver + 730/+ 731)."""
+CLUSTER_CLICKHOUSE_PORTS = (BASE + 710, BASE + 711)
 """A ClickHouse of its own for the TLS tests (HTTP on + 601, the native protocol over TLS on + 602)."""
 """A Kafka of its own for the SASL_SSL tests (its controller on + 393, its SASL_SSL listener on + 394)."""

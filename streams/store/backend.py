@@ -38,6 +38,8 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]+\}")
 _CODE = re.compile(r"Code: (\d+)\.")
 TLS_OPTIONS = frozenset({"secure", "verify", "ca_certs", "certfile", "keyfile"})
 """URL query parameters that configure the driver's TLS (the others are ClickHouse settings)."""
+CLIENT_OPTIONS = frozenset({"alt_hosts"})
+"""URL query parameters for the driver itself: ``alt_hosts=host:port,host:port``, the replicas to fail over to."""
 TRANSIENT_CODES = frozenset(
     {
         159,  # TIMEOUT_EXCEEDED
@@ -217,7 +219,8 @@ class DriverBackend:
     block an insert is sent in; each block is stored on its own) or ``?max_execution_time=30``, except the
     TLS ones: ``clickhouses://`` (or ``?secure=true``) speaks TLS, on port 9440 unless the URL says another,
     ``?ca_certs=/path/ca.pem`` names the CA to trust (default: the system's), ``?verify=false`` turns the
-    certificate check off, ``?certfile=`` and ``?keyfile=`` give a client certificate.
+    certificate check off, ``?certfile=`` and ``?keyfile=`` give a client certificate. ``?alt_hosts=h:p,h:p``
+    names other replicas: a connection that cannot reach the first host tries them in turn.
     """
 
     def __init__(self, url: str) -> None:
@@ -228,8 +231,11 @@ class DriverBackend:
         self.database = (parsed.path or "/haltwatch").lstrip("/") or "haltwatch"
         settings: dict[str, Any] = {}
         tls: dict[str, Any] = {}
+        client: dict[str, Any] = {}
         for name, value in parse_qsl(parsed.query):
-            if name in TLS_OPTIONS:
+            if name in CLIENT_OPTIONS:
+                client[name] = value
+            elif name in TLS_OPTIONS:
                 tls[name] = value.lower() in ("1", "true", "yes") if name in ("secure", "verify") else value
             else:
                 settings[name] = int(value) if value.isdigit() else value
@@ -244,6 +250,7 @@ class DriverBackend:
             "connect_timeout": 5,
             "send_receive_timeout": 60,
             "settings": settings,
+            **client,
             **({"secure": True, "verify": tls.pop("verify", True), **tls} if secure else {}),
         }
         self._local = threading.local()
@@ -265,6 +272,13 @@ class DriverBackend:
     def server_version(self) -> tuple[int, ...]:
         rows = self.query("SELECT version() AS v")
         return parse_version(str(rows[0]["v"]))
+
+    def use_settings(self, **settings: Any) -> None:
+        """Settings for every later statement of every thread's connection (on top of the URL's)."""
+        self._connect["settings"] = {**self._connect["settings"], **settings}
+        with self._clients_lock:
+            for client in self._clients:
+                client.settings.update(settings)
 
     def execute(self, sql: str) -> None:
         try:
@@ -329,8 +343,15 @@ def refused_store_access(url: str) -> str | None:
         backend.close()
 
 
-def open_backend(url: str | None, chdb_path: Path) -> ClickHouseBackend:
-    """A server backend when a URL is configured, embedded chdb otherwise."""
+def open_backend(url: str | None, chdb_path: Path, cluster: str | None = None) -> ClickHouseBackend:
+    """A server backend when a URL is configured, embedded chdb otherwise. On a ``cluster`` every insert into a
+    Distributed table is written to its shards before it returns (``insert_distributed_sync``): the sink's
+    promise is about rows stored, not rows queued on one node."""
+    if cluster and not url:
+        raise ValueError("--clickhouse-cluster needs a ClickHouse server (--clickhouse); embedded chdb has no cluster")
     if url:
-        return DriverBackend(url)
+        backend = DriverBackend(url)
+        if cluster:
+            backend.use_settings(insert_distributed_sync=1)
+        return backend
     return ChdbBackend(chdb_path)

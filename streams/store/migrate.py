@@ -16,6 +16,7 @@ from tenacity import (
     wait_random,
 )
 
+from schemas.cluster_ddl import ClusterDdl
 from schemas.ddl import migrations
 from streams.store.backend import ClickHouseBackend, is_transient, open_backend
 from streams.store.sink import sleeper
@@ -23,18 +24,24 @@ from streams.store.sink import sleeper
 log = logging.getLogger(__name__)
 
 
-def apply_migrations(backend: ClickHouseBackend) -> list[str]:
-    """Create the database and apply every migration not yet recorded; returns the names applied."""
+def apply_migrations(backend: ClickHouseBackend, cluster: str | None = None) -> list[str]:
+    """Create the database and apply every migration not yet recorded; returns the names applied. With
+    ``cluster``, in their replicated form on every node of that cluster (:mod:`schemas.cluster_ddl`)."""
     db = backend.database
     version = backend.server_version()
-    backend.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    backend.execute(
-        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (number UInt32, name String) "
-        "ENGINE = ReplacingMergeTree ORDER BY number"
-    )
+    if cluster:
+        on_cluster = ClusterDdl(db, cluster)
+        backend.execute(on_cluster.database())
+        backend.execute(on_cluster.migrations_table())
+    else:
+        backend.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+        backend.execute(
+            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (number UInt32, name String) "
+            "ENGINE = ReplacingMergeTree ORDER BY number"
+        )
     done = {int(r["number"]) for r in backend.query(f"SELECT number FROM {db}.schema_migrations")}
     applied = []
-    for migration in migrations(db, version):
+    for migration in migrations(db, version, cluster):
         if migration.number in done:
             continue
         for statement in migration.statements:
@@ -45,7 +52,8 @@ def apply_migrations(backend: ClickHouseBackend) -> list[str]:
 
 
 def open_migrated(
-    url: str | None, chdb_path: Path, stop: threading.Event | None = None, max_backoff_s: float = 30.0
+    url: str | None, chdb_path: Path, stop: threading.Event | None = None, max_backoff_s: float = 30.0,
+    cluster: str | None = None,
 ) -> ClickHouseBackend:
     """Open the store and bring its schema up to date, retrying while a server is unreachable.
 
@@ -62,9 +70,9 @@ def open_migrated(
         reraise=True,
     ):
         with attempt:
-            backend = open_backend(url, chdb_path)
+            backend = open_backend(url, chdb_path, cluster)
             try:
-                applied = apply_migrations(backend)
+                applied = apply_migrations(backend, cluster)
             except BaseException:
                 backend.close()
                 raise

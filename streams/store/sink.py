@@ -59,12 +59,20 @@ class TableSink:
         dedup: BatchFilter | None = None,
         retry_refused: bool = False,
         max_backoff_s: float = 10.0,
+        replicated: bool = False,
     ) -> None:
         """``retry_for_s=None`` retries until the insert succeeds or ``flush(stop=...)`` is set.
 
         ``retry_refused`` also retries statements the server refused (not only unreachable/busy
         servers): the worker sets it, because stopping on a bad batch keeps it in Kafka for a fix,
         while skipping it would lose it from the store.
+
+        ``replicated`` (a table of a replicated cluster): the filter runs once per batch, and every retry
+        sends the very block the first attempt sent. A replicated table keeps the checksums of the blocks
+        inserted lately in ZooKeeper, for every replica of the shard, and drops a block it already has, so
+        an attempt whose answer was lost, retried on another replica (the first one killed before it was
+        copied) leaves each row once; filtering again there would find nothing yet, send a smaller block
+        that is not a duplicate, and store the rows twice once the killed replica is back.
         """
         self.backend = backend
         self.table = table
@@ -81,6 +89,9 @@ class TableSink:
         self.rows_dropped = 0
         """Rows the filter found already stored (or without effect) and did not insert."""
         self.retries = 0
+        self.replicated = replicated
+        self._sent: Columns | None = None
+        """The block the current batch was first sent as (``replicated`` only): what every retry sends."""
 
     @property
     def full(self) -> bool:
@@ -95,6 +106,7 @@ class TableSink:
             raise BufferError(f"{self.table} sink holds {self._rows} rows: flush() before adding more")
         self._pending.append(row)
         self._rows += 1
+        self._sent = None
 
     def extend(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Buffer many rows at once (all of them, or none when they do not fit)."""
@@ -102,6 +114,7 @@ class TableSink:
             raise BufferError(f"{self.table} sink would hold {self._rows + len(rows)} rows: flush() first")
         self._pending.extend(rows)
         self._rows += len(rows)
+        self._sent = None
 
     def _columnar(self) -> Columns:
         """Everything buffered, as columns (the rows added one by one are moved over only on success)."""
@@ -141,8 +154,13 @@ class TableSink:
         return is_transient(exc) or (self.retry_refused and isinstance(exc, StoreError))
 
     def _insert_once(self, columns: Columns) -> int:
-        keep = self.dedup.keep(self.backend, columns) if self.dedup is not None else None
-        batch = columns if keep is None else take(columns, keep)
+        if self._sent is not None:
+            batch = self._sent
+        else:
+            keep = self.dedup.keep(self.backend, columns) if self.dedup is not None else None
+            batch = columns if keep is None else take(columns, keep)
+            if self.replicated:
+                self._sent = batch
         self.backend.insert_columns(self.table, batch)
         if self.dedup is not None:
             self.dedup.after_insert(self.backend)
@@ -182,11 +200,12 @@ class TableSink:
         self.rows_dropped += self._rows - written
         self._columns = {}
         self._rows = 0
+        self._sent = None
         return written
 
     def discard(self) -> int:
         """Forget the buffered rows (their source is re-read, e.g. unacked Kafka messages); returns how many."""
-        dropped, self._columns, self._pending, self._rows = self._rows, {}, [], 0
+        dropped, self._columns, self._pending, self._rows, self._sent = self._rows, {}, [], 0, None
         return dropped
 
 

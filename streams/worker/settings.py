@@ -41,6 +41,8 @@ class WorkerSettings:
     app_id: str = "haltwatch"
     role: WorkerRole = WorkerRole.ALL
     clickhouse_url: str | None = None
+    clickhouse_cluster: str | None = None
+    """Replicated tables ON CLUSTER this cluster (:mod:`schemas.cluster_ddl`); None: plain tables on one server."""
     chdb_path: Path = Path(".haltwatch/chdb")
     web_host: str = "127.0.0.1"
     web_port: int = 6066

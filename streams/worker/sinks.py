@@ -48,8 +48,9 @@ class ClickHouseStore:
     """The worker's ClickHouse: opened and migrated on first use (retried while a server is down), the
     tables' sinks, and the two threads that talk to it."""
 
-    def __init__(self, url: str | None, chdb_path: Path, batch_rows: int) -> None:
+    def __init__(self, url: str | None, chdb_path: Path, batch_rows: int, cluster: str | None = None) -> None:
         self.url = url
+        self.cluster = cluster
         self.chdb_path = chdb_path
         self.batch_rows = batch_rows
         """Rows a table's buffer holds before ``add`` waits for its insert."""
@@ -71,7 +72,7 @@ class ClickHouseStore:
             )
         try:
             if self._backend is None:
-                self._backend = open_migrated(self.url, self.chdb_path, self.stopping)
+                self._backend = open_migrated(self.url, self.chdb_path, self.stopping, cluster=self.cluster)
             return self._backend
         finally:
             self._lock.release()
@@ -86,6 +87,7 @@ class ClickHouseStore:
             self.sinks[table] = TableSink(
                 self.backend(), table, max_rows=self.batch_rows, retry_for_s=None, retry_refused=True,
                 max_backoff_s=30.0, dedup=TransferDedup() if table == "transfers" else None,
+                replicated=self.cluster is not None,
             )
         return self.sinks[table]
 

@@ -30,8 +30,8 @@ async def _tip(ws_url: str) -> int:
 
 
 def exchange_pipeline(kafka: str, anvil: str, run_dir: Path, prefix: str, seed: int,
-                      clickhouse_url: str | None = None,
-                      observe_kafka: str | None = None) -> tuple[ExchangePlayer, PipelineProcesses, OutageWatcher]:
+                      clickhouse_url: str | None = None, observe_kafka: str | None = None,
+                      clickhouse_cluster: str | None = None) -> tuple[ExchangePlayer, PipelineProcesses, OutageWatcher]:
     """One exchange on anvil, labelled for a pipeline under a fresh topic prefix, and a watcher of its outage
     topic (through ``observe_kafka`` when the pipeline's own address is not one a plain client can use)."""
     player = ExchangePlayer(anvil, seed=seed)
@@ -40,7 +40,7 @@ def exchange_pipeline(kafka: str, anvil: str, run_dir: Path, prefix: str, seed: 
     labels = run_dir / "labels.toml"
     player.write_labels(labels, EXCHANGE)
     pipeline = PipelineProcesses(run_dir, kafka, anvil, labels, f"{prefix}{int(time.time() * 1000)}",
-                                 clickhouse_url=clickhouse_url)
+                                 clickhouse_url=clickhouse_url, clickhouse_cluster=clickhouse_cluster)
     ensure_topics(observe_kafka or kafka, pipeline.topics, pipeline.partitions)
     return player, pipeline, OutageWatcher(observe_kafka or kafka, pipeline.topics)
 

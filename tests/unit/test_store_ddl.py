@@ -62,3 +62,44 @@ def test_migrations_are_numbered_without_gaps_and_the_first_two_never_change_nam
 def test_database_name_must_be_an_identifier():
     with pytest.raises(ValueError):
         placeholders("x; DROP TABLE y", NEW)
+
+
+def test_cluster_migrations_make_replicated_local_tables_and_distributed_ones_over_them():
+    from schemas.ddl import migrations
+
+    statements = [s for m in migrations("hw", (18, 16, 1), "main") for s in m.statements]
+    creates = [s for s in statements if s.startswith("CREATE TABLE")]
+    local = [s for s in creates if "_local ON CLUSTER main" in s.split("(")[0]]
+    distributed = [s for s in creates if "ENGINE = Distributed(main, hw, " in s]
+    assert len(local) == len({s.split()[5] for s in distributed}) == 8, "every table both ways"
+    assert all("ENGINE = Replicated" in s and "'/clickhouse/tables/{shard}/hw/" in s and "'{replica}'" in s
+               for s in local)
+    assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/hw/transfers', '{replica}', " \
+           "ingest_version)" in next(s for s in local if "hw.transfers_local" in s)
+    keys = {s.split()[5].removeprefix("hw."): s.rsplit(", ", 1)[1].rstrip(")") for s in distributed}
+    assert keys["transfers"] == keys["outage_events"] == keys["detector_status"] == "cityHash64(exchange"
+    assert keys["chain_heads"] == "cityHash64(chain" and "rand" not in " ".join(distributed)
+    view = next(s for s in statements if "MATERIALIZED VIEW" in s)
+    assert "TO hw.withdrawals_per_minute_local" in view and "FROM hw.transfers_local" in view
+    assert "transfers_local.amount" in view and "hw.transfers\n" not in view
+    alter = statements.index(next(s for s in statements if s.startswith("ALTER TABLE")))
+    assert statements[alter].startswith("ALTER TABLE hw.label_suggestions_local ON CLUSTER main")
+    assert statements[alter + 1] == "DROP TABLE IF EXISTS hw.label_suggestions ON CLUSTER main"
+    assert statements[alter + 2].startswith("CREATE TABLE IF NOT EXISTS hw.label_suggestions ON CLUSTER main AS")
+    assert all("ON CLUSTER main" in s for s in statements if not s.startswith("INSERT"))
+
+
+def test_single_server_migrations_are_untouched_by_the_cluster_code():
+    from schemas.ddl import migrations
+
+    text = " ".join(s for m in migrations("hw", (18, 16, 1)) for s in m.statements)
+    assert "ON CLUSTER" not in text and "Replicated" not in text and "Distributed" not in text
+
+
+def test_a_cluster_name_must_be_an_identifier_and_every_statement_needs_a_cluster_form():
+    from schemas.cluster_ddl import ClusterDdl
+
+    with pytest.raises(ValueError, match="plain identifier"):
+        ClusterDdl("hw", "main; DROP")
+    with pytest.raises(ValueError, match="no cluster form"):
+        ClusterDdl("hw", "main").rewrite("RENAME TABLE hw.a TO hw.b")
