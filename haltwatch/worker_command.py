@@ -123,7 +123,6 @@ def worker(
                                  "suspected, open, degraded, resolved", param_hint="--alert-states")
     operator = OperatorSettings(alert_webhook_url=alert_webhook, pagerduty_routing_key=pagerduty_routing_key,
                                 pagerduty_url=pagerduty_url, alertmanager_url=alertmanager_url, alert_states=states)
-    check_access(kafka, kafka_security)
     if clickhouse_cluster and not clickhouse_url:
         raise typer.BadParameter("needs a ClickHouse server (--clickhouse-url); embedded chdb has no cluster",
                                  param_hint="--clickhouse-cluster")
@@ -134,6 +133,7 @@ def worker(
             ClusterDdl("haltwatch", clickhouse_cluster)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--clickhouse-cluster") from None
+    check_access(kafka, kafka_security)
     if clickhouse_url:
         from streams.store.backend import refused_store_access
 

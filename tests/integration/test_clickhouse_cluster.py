@@ -187,21 +187,27 @@ def test_the_halt_scenario_on_the_cluster_survives_a_replica_killed_mid_stream(
     player, pipeline, watcher = exchange_pipeline(kafka, anvil, run_dir, "tcluster", 41, url,
                                                   clickhouse_cluster=CLUSTER)
     outage: dict[str, float] = {}
+    played_so_far: list[BlockPlayed] = []
+    poller = StatusPoller(url)
 
-    def on_block(block: BlockPlayed) -> None:  # replica 1, the worker's first host, dies during the steady phase
+    def on_block(block: BlockPlayed) -> None:
+        """Replica 1, the worker's first host, dies during the steady phase and stays down for 150 blocks and
+        at least three answers of `haltwatch status` (waited for, not timed)."""
         index = len(played_so_far)
         played_so_far.append(block)
         if index == 150:
             pair.kill(0)
             outage["killed"] = time.monotonic()
         elif index == 300:
+            deadline = time.monotonic() + 180
+            while sum(1 for a in poller.answers if a[0] >= outage["killed"]) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
             pair.start_replica(0)
             outage["restarted"] = time.monotonic()
 
-    played_so_far: list[BlockPlayed] = []
     try:
         start_pipeline(pipeline, anvil)
-        with StatusPoller(url) as poller:
+        with poller:
             played = asyncio.run(player.play(SCENARIOS["halt"], on_block))
             assert watcher.wait_for(lambda evs: any(e.state is OutageState.RESOLVED for e in evs), 120), (
                 f"no resolved outage; events: {watcher.events}")

@@ -209,6 +209,19 @@ def test_a_bad_setting_stops_the_worker_before_it_connects_with_one_line(
     assert message in error[0] and "HALTWATCH_" in error[0], "names the flag and its environment variable"
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--clickhouse-cluster", "main"], "needs a ClickHouse server (--clickhouse-url)"),
+    (["--clickhouse-cluster", "main;DROP", "--clickhouse-url", "clickhouse://db:9000/x"], "plain identifier"),
+])
+def test_a_cluster_without_a_server_or_with_a_bad_name_stops_the_worker_with_one_line(
+    args: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["worker", *args])
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "--clickhouse-cluster" in error[0] and message in result.stderr, result.stderr
+
+
 def test_a_bad_websocket_url_stops_the_connector_with_one_line() -> None:
     result = runner.invoke(app, ["connect", "--chain", "ethereum", "--labels", ".", "--ws-url", "wss://a/x",
                                  "--ws-url", "http://b"])

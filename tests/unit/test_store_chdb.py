@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from streams.store.backend import ChdbBackend, ClickHouseBackend
+from streams.store.backend import ChdbBackend, ClickHouseBackend, StoreError
 from streams.store.columns import transpose
 from streams.store.dedup import KEY, TransferDedup, _inlined_bytes
 from streams.store.migrate import apply_migrations
@@ -139,7 +139,11 @@ def merge_now(backend: ClickHouseBackend, table: str) -> None:
     engine = backend.query("SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
                            {"db": backend.database, "t": table})
     if engine and engine[0]["engine"] == "Distributed":
-        backend.execute(f"OPTIMIZE TABLE {backend.database}.{table}_local FINAL")
+        try:
+            backend.execute(f"OPTIMIZE TABLE {backend.database}.{table}_local FINAL")
+        except StoreError as exc:  # 18.16 fails so when a background merge left nothing to merge
+            if "Unknown log entry type: 0" not in str(exc):
+                raise
         backend.execute(f"SYSTEM SYNC REPLICA {backend.database}.{table}_local")  # the merge runs from the queue
     else:
         backend.execute(f"OPTIMIZE TABLE {backend.database}.{table} FINAL")
