@@ -81,16 +81,7 @@ cmd_install() {
     local t0
     t0="$(hw_now)"
     hw_log "installing clickhouse-server clickhouse-client with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    hw_as_root apt-get update -q >"$HW_LOGS/clickhouse-install.log" 2>&1 || {
-        hw_tail "$HW_LOGS/clickhouse-install.log"
-        hw_die "apt-get update failed"
-    }
-    hw_as_root apt-get install -y -q --no-install-recommends clickhouse-server clickhouse-client \
-        >>"$HW_LOGS/clickhouse-install.log" 2>&1 || {
-        hw_tail "$HW_LOGS/clickhouse-install.log"
-        hw_die "apt-get install clickhouse-server clickhouse-client failed"
-    }
+    hw_apt_install clickhouse clickhouse-server clickhouse-client
     [ -n "$(find_bin clickhouse-server)" ] || hw_die "clickhouse-server missing after apt-get install"
     hw_log "installed $("$(find_bin clickhouse-client)" --version 2>/dev/null | head -1) in $(hw_since "$t0")s"
 }

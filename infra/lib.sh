@@ -206,6 +206,22 @@ hw_as_root() {
     fi
 }
 
+# hw_apt_install LOGNAME PACKAGE...: apt-get update + install (no recommends) as root, output in
+# logs/LOGNAME-install.log, shown and fatal on failure.
+hw_apt_install() {
+    local log="$HW_LOGS/$1-install.log"
+    shift
+    export DEBIAN_FRONTEND=noninteractive
+    hw_as_root apt-get update -q >"$log" 2>&1 || {
+        hw_tail "$log"
+        hw_die "apt-get update failed"
+    }
+    hw_as_root apt-get install -y -q --no-install-recommends "$@" >>"$log" 2>&1 || {
+        hw_tail "$log"
+        hw_die "apt-get install $* failed"
+    }
+}
+
 # hw_need_cmd CMD DEBIAN_PACKAGE: make sure CMD exists, installing the package with apt-get if not.
 hw_need_cmd() {
     local cmd="$1" pkg="$2"

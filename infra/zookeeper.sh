@@ -41,15 +41,7 @@ cmd_install() {
     local t0
     t0="$(hw_now)"
     hw_log "installing zookeeper with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    hw_as_root apt-get update -q >"$HW_LOGS/zookeeper-install.log" 2>&1 || {
-        hw_tail "$HW_LOGS/zookeeper-install.log"
-        hw_die "apt-get update failed"
-    }
-    hw_as_root apt-get install -y -q --no-install-recommends zookeeper >>"$HW_LOGS/zookeeper-install.log" 2>&1 || {
-        hw_tail "$HW_LOGS/zookeeper-install.log"
-        hw_die "apt-get install zookeeper failed"
-    }
+    hw_apt_install zookeeper zookeeper
     [ -r "$JAR" ] || hw_die "$JAR missing after apt-get install zookeeper"
     hw_log "installed zookeeper in $(hw_since "$t0")s"
 }
