@@ -105,14 +105,18 @@ def discover(
     settings = [SourceSettings(chain, u, headers, prefetch) for u in urls]
     rule = HotWalletRule(min_recipients=min_recipients, window_s=window_min * 60,
                          min_active_windows=min_active_windows)
-    resume = resume_file or (None if hours is not None else
-                             Path(f".haltwatch/discover-{chain}-{from_block}-{to_block}.json"))
+    resume = resume_file or (lambda first, last: Path(f".haltwatch/discover-{chain}-{first}-{last}.json"))
     discovery = Discovery(chosen, settings, registry, funding, rule, resume, progress=progress)
     try:
         result = run_discovery(discovery, from_block, to_block, hours, on_signals)
     except (ValueError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if not result.complete:  # stopped: proposals from part of the range would be judged on part of the evidence
+        typer.echo(f"stopped at block {result.last + 1} of {result.first}..{result.until}; nothing written to {out}. "
+                   f"Run again with --from-block {result.first} --to-block {result.until} to resume "
+                   f"(progress in {result.resume_file})", err=True)
+        raise typer.Exit(130)
     outcomes = label_file.write(out, chain, chosen, result.verdicts, registry, result.first, result.last)
     why = {o.verdict.evidence.address: ("written" if o.written else o.why) for o in outcomes}
     rejected = [v for v in result.verdicts if not v.hot][:show]

@@ -55,6 +55,14 @@ class DiscoveryResult:
     """Blocks read in this run (a resumed run counts only its own)."""
     seconds: float
     verdicts: list[Verdict] = field(default_factory=list)
+    until: int = -1
+    """The last block of the range asked for."""
+    resume_file: Path | None = None
+
+    @property
+    def complete(self) -> bool:
+        """False when the run was stopped before the end of its range (its progress is in ``resume_file``)."""
+        return self.last >= self.until
 
     @property
     def blocks_per_s(self) -> float:
@@ -69,8 +77,10 @@ class Discovery:
     """One run over one range of one chain."""
 
     def __init__(self, family: ChainFamily, settings: Sequence[SourceSettings], registry: LabelRegistry,
-                 min_funding: dict[str, int], rule: HotWalletRule, resume: Path | None, progress: bool = False,
-                 max_attempts: int = 8) -> None:
+                 min_funding: dict[str, int], rule: HotWalletRule, resume: Path | Callable[[int, int], Path] | None,
+                 progress: bool = False, max_attempts: int = 8) -> None:
+        """``resume``: the resume file, or a function of the range giving it (when the range is only known at
+        run time, from ``--hours``), or None for none."""
         if not settings:
             raise ValueError("at least one endpoint URL is needed")
         self.family = family
@@ -133,7 +143,7 @@ class Discovery:
         if resume and self.next > last:
             resume.path.unlink(missing_ok=True)
         return DiscoveryResult(first, self.next - 1, self.read_now, time.monotonic() - started,
-                               list(self.book.verdicts()))
+                               list(self.book.verdicts()), last, resume.path if resume else None)
 
     async def _session(self, settings: SourceSettings, last: int, bar: tqdm[Any], resume: ResumeFile | None) -> None:
         """Read from :attr:`next` to ``last`` through one endpoint, saving progress every few seconds."""
@@ -152,11 +162,12 @@ class Discovery:
     def _resume_file(self, first: int, last: int) -> ResumeFile | None:
         if self.resume_path is None:
             return None
+        path = self.resume_path if isinstance(self.resume_path, Path) else self.resume_path(first, last)
         rule = self.book.rule
         key: dict[str, Any] = {"chain": self.chain, "first": first, "last": last,
                                "min_funding": {k: str(v) for k, v in self.min_funding.items()},
                                "rule": [rule.min_recipients, rule.window_s, rule.min_active_windows]}
-        return ResumeFile(self.resume_path, key)
+        return ResumeFile(path, key)
 
 
 async def _time_near(source: BlockSource, number: int, step: int) -> int:

@@ -131,9 +131,10 @@ def test_an_interrupted_discovery_resumes_to_the_same_verdicts(node_chain: Chain
         return await task
 
     partial = asyncio.run(stopped_halfway())
-    assert partial.last < node_chain.last and resume.exists()
+    assert partial.last < node_chain.last and resume.exists() and not partial.complete
+    assert (partial.until, partial.resume_file) == (node_chain.last, resume)
     rest = asyncio.run(discover(node_chain, labels, resume).run(node_chain.first, node_chain.last))
-    assert rest.blocks == node_chain.last - partial.last and not resume.exists()
+    assert rest.blocks == node_chain.last - partial.last and not resume.exists() and rest.complete
     assert [v.summary() for v in rest.verdicts] == [v.summary() for v in whole.verdicts]
 
 
