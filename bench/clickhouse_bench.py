@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from haltwatch.local import free_port, infra  # noqa: E402
-from streams.store.backend import ChdbBackend, ClickHouseBackend, DriverBackend  # noqa: E402
+from streams.store.backend import ChdbBackend, ClickHouseBackend, DriverBackend, open_backend  # noqa: E402
 from streams.store.dedup import TransferDedup  # noqa: E402
 from streams.store.migrate import apply_migrations  # noqa: E402
 from streams.store.queries import (  # noqa: E402
@@ -238,8 +238,7 @@ def replicated_pair(args: argparse.Namespace, folder: Path, modes: list[bool]) -
             infra("clickhouse", "start", env)
         for k, dedup in enumerate(modes):
             url = f"clickhouse://default@127.0.0.1:{ports[0]}/pair{k}?alt_hosts=127.0.0.1:{ports[1]}"
-            backend = DriverBackend(url)
-            backend.use_settings(insert_distributed_sync=1)
+            backend = open_backend(url, folder, "haltwatch")  # as the worker opens it on a cluster
             try:
                 run("replicated pair (2 replicas, ZooKeeper)", backend, args, dedup, cluster="haltwatch")
             finally:

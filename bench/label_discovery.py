@@ -115,7 +115,7 @@ def sweep(rate: float, seeds: int, blocks: int, work: Path) -> tuple[tuple[int, 
             for m in moves:
                 book.observe(START + i * 12, "t", "native", m.amount, address_for("evm", m.sender),
                              address_for("evm", m.recipient))
-        verdicts = list(book.verdicts())
+        verdicts = book.verdicts()
         found = score({v.evidence.address for v in verdicts if v.hot}, sim, "evm")
         total = [a + b for a, b in zip(total, found, strict=True)]
         hot = {address_for("evm", h) for h in sim.hot}

@@ -20,6 +20,10 @@ class ChainFamily(StrEnum):
     TRON = "tron"
 
 
+NATIVE_DECIMALS: dict[ChainFamily, int] = {ChainFamily.EVM: 18, ChainFamily.SOLANA: 9, ChainFamily.BITCOIN: 8,
+                                           ChainFamily.TRON: 6}
+"""Decimals of each family's native coin (wei, lamports, satoshis, sun); an EVM chain's config may differ."""
+
 _CANONICAL: dict[ChainFamily, Callable[[str], str]] = {
     ChainFamily.SOLANA: solana_address,
     ChainFamily.BITCOIN: bitcoin_address,

@@ -42,19 +42,6 @@ class RotationWatch:
         self.book = EvidenceBook(chain, labels, min_funding, rule or HotWalletRule(min_recipients=min_recipients),
                                  max_candidates=max_candidates)
 
-    @property
-    def candidates(self) -> dict[str, object]:
-        """The addresses being watched (read-only view for status and tests)."""
-        return dict(self.book.candidates)
-
-    @property
-    def max_candidates(self) -> int:
-        return self.book.max_candidates
-
-    @max_candidates.setter
-    def max_candidates(self, value: int) -> None:
-        self.book.max_candidates = value
-
     def observe(
         self, block_time: int, tx_hash: str, asset: str, amount: int, sender: str, recipient: str
     ) -> LabelSuggestion | None:

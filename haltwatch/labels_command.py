@@ -13,7 +13,6 @@ from haltwatch.setting_types import UrlOf
 from haltwatch.shared_options import LogFormatOpt, VerboseOpt
 
 labels_app = typer.Typer(help="Work with exchange label files.", no_args_is_help=True)
-NATIVE_DECIMALS = {"evm": 18, "solana": 9, "bitcoin": 8, "tron": 6}
 
 
 @labels_app.command()
@@ -74,7 +73,7 @@ def discover(
     """Read blocks as the connector does and propose hot wallets of the exchanges in --labels, with evidence:
     funded by their known wallets (or paying into them), swept into by one-off deposit addresses, paying many
     outside addresses small amounts at a steady rate. Resumable; a user's own entries are never changed."""
-    from connectors.family import family_of, parse_family
+    from connectors.family import NATIVE_DECIMALS, family_of, parse_family
     from connectors.hot_wallets import label_file
     from connectors.hot_wallets.discovery import Discovery, run_discovery
     from connectors.hot_wallets.evidence import HotWalletRule
@@ -99,7 +98,7 @@ def discover(
         raise typer.BadParameter(f"no wallet on chain {chain!r} in the label files: discovery starts from known "
                                  "wallets", param_hint="--labels")
     coins = DEFAULT_ROTATION_FUNDING[chosen] if min_funding is None else min_funding
-    funding = {"native": int(coins * 10 ** NATIVE_DECIMALS[chosen.value])}
+    funding = {"native": int(coins * 10 ** NATIVE_DECIMALS[chosen])}
     headers = tuple(_header(h) for h in header or [])
     urls = [u.strip() for item in url for u in item.split(",") if u.strip()]
     settings = [SourceSettings(chain, u, headers, prefetch) for u in urls]

@@ -127,10 +127,10 @@ def worker(
         raise typer.BadParameter("needs a ClickHouse server (--clickhouse-url); embedded chdb has no cluster",
                                  param_hint="--clickhouse-cluster")
     if clickhouse_cluster:
-        from schemas.cluster_ddl import ClusterDdl
+        from schemas.cluster_ddl import cluster_name
 
         try:
-            ClusterDdl("haltwatch", clickhouse_cluster)
+            cluster_name(clickhouse_cluster)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--clickhouse-cluster") from None
     check_access(kafka, kafka_security)

@@ -31,14 +31,19 @@ _TRUNCATE = re.compile(r"^TRUNCATE TABLE (\w+)\.(\w+)$")
 LOCAL = "_local"
 
 
+def cluster_name(text: str) -> str:
+    """``text`` when it can name a cluster in DDL (a plain identifier), else a ValueError saying why."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        raise ValueError(f"cluster name {text!r} must be a plain identifier (letters, digits, _)")
+    return text
+
+
 class ClusterDdl:
     """Rewrites one database's statements for cluster ``cluster``; remembers each table's sharding key."""
 
     def __init__(self, db: str, cluster: str) -> None:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cluster):
-            raise ValueError(f"cluster name {cluster!r} must be a plain identifier (letters, digits, _)")
         self.db = db
-        self.cluster = cluster
+        self.cluster = cluster_name(cluster)
         self.keys: dict[str, str] = {}
 
     def database(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from connectors.family import ChainFamily
+from connectors.family import NATIVE_DECIMALS, ChainFamily
 from connectors.feed import FeedConfig
 
 
@@ -25,5 +25,5 @@ class BitcoinConfig(FeedConfig):
     """Pages of one block read at the same time (public endpoints rate-limit bursts)."""
 
     family: ClassVar[ChainFamily] = ChainFamily.BITCOIN
-    native_decimals: ClassVar[int] = 8
+    native_decimals: ClassVar[int] = NATIVE_DECIMALS[ChainFamily.BITCOIN]
     """Satoshis per bitcoin: 10**8."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from connectors.family import ChainFamily
+from connectors.family import NATIVE_DECIMALS, ChainFamily
 
 MIN_REORG_MARGIN = 64
 """Blocks remembered beyond the confirmation depth: a reorg deeper than ``confirmations`` (which should
@@ -26,7 +26,7 @@ class EvmChainConfig:
     """Expected ``eth_chainId``; a node answering another id is refused (None: not checked, only logged)."""
     tokens: frozenset[str] | None = None
     """ERC-20 contracts of interest (lower-case); None means every ERC-20 ``Transfer``."""
-    native_decimals: int = 18
+    native_decimals: int = NATIVE_DECIMALS[ChainFamily.EVM]
     heartbeat_s: float = 5.0
     reorg_window: int = 0
     """Published blocks remembered for reorgs; at least ``confirmations + 64`` whatever is set."""

@@ -90,7 +90,6 @@ class Discovery:
         self.book = EvidenceBook(self.chain, lambda: registry, min_funding, rule)
         self.watch = BookWatch(self.book)
         self.resume_path = resume
-        self.min_funding = min_funding
         self.progress = progress
         self.max_attempts = max_attempts
         self.stopping = asyncio.Event()
@@ -143,7 +142,7 @@ class Discovery:
         if resume and self.next > last:
             resume.path.unlink(missing_ok=True)
         return DiscoveryResult(first, self.next - 1, self.read_now, time.monotonic() - started,
-                               list(self.book.verdicts()), last, resume.path if resume else None)
+                               self.book.verdicts(), last, resume.path if resume else None)
 
     async def _session(self, settings: SourceSettings, last: int, bar: tqdm[Any], resume: ResumeFile | None) -> None:
         """Read from :attr:`next` to ``last`` through one endpoint, saving progress every few seconds."""
@@ -165,7 +164,7 @@ class Discovery:
         path = self.resume_path if isinstance(self.resume_path, Path) else self.resume_path(first, last)
         rule = self.book.rule
         key: dict[str, Any] = {"chain": self.chain, "first": first, "last": last,
-                               "min_funding": {k: str(v) for k, v in self.min_funding.items()},
+                               "min_funding": {k: str(v) for k, v in self.book.min_funding.items()},
                                "rule": [rule.min_recipients, rule.window_s, rule.min_active_windows]}
         return ResumeFile(path, key)
 

@@ -23,12 +23,12 @@ same few people in bursts. Only addresses linked to the exchange are watched at 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import median_low
 from typing import Any
 
-from connectors.labels import LabelRegistry, Role
+from connectors.labels import LabelRegistry, Role, Wallet
 
 SET_CAP = 2_048
 """Counterparties remembered per candidate (senders, recipients): enough to judge; counts saturate here."""
@@ -179,22 +179,21 @@ class EvidenceBook:
             return None
         registry = self.labels()
         self._trail(sender, recipient)
-        payer = self.candidates.get(sender) or self._known_candidate(registry, sender, block_time)
-        payee = self.candidates.get(recipient) or self._known_candidate(registry, recipient, block_time)
+        source, target = registry.lookup(self.chain, sender), registry.lookup(self.chain, recipient)
+        payer = self.candidates.get(sender) or self._known_candidate(source, sender, block_time)
+        payee = self.candidates.get(recipient) or self._known_candidate(target, recipient, block_time)
         threshold = self.min_funding.get(asset)
-        if threshold is not None and amount >= threshold and (payer is None or payee is None):
-            source, target = registry.lookup(self.chain, sender), registry.lookup(self.chain, recipient)
+        if threshold is not None and amount >= threshold:
             if payee is None and source is not None and target is None:
                 payee = self._add(WalletEvidence(recipient, source.exchange, f"funded by {sender}", block_time))
             elif payer is None and target is not None and source is None:
                 payer = self._add(WalletEvidence(sender, target.exchange, f"pays into {recipient}", block_time))
         if payee is not None:
-            self._received(payee, registry, block_time, tx_hash, asset, amount, sender)
-        return None if payer is None else self._paid(payer, registry, block_time, asset, amount, recipient)
+            self._received(payee, source, block_time, tx_hash, asset, amount, sender)
+        return None if payer is None else self._paid(payer, target, block_time, asset, amount, recipient)
 
-    def _known_candidate(self, registry: LabelRegistry, address: str, block_time: int) -> WalletEvidence | None:
+    def _known_candidate(self, wallet: Wallet | None, address: str, block_time: int) -> WalletEvidence | None:
         """A known wallet not labelled hot is a candidate from its first transfer: it may pay users."""
-        wallet = registry.lookup(self.chain, address)
         if wallet is None or wallet.role is Role.HOT:
             return None
         return self._add(WalletEvidence(address, wallet.exchange, f"labelled {wallet.role.value}", block_time))
@@ -205,11 +204,11 @@ class EvidenceBook:
             self.candidates.popitem(last=False)
         return evidence
 
-    def _received(self, payee: WalletEvidence, registry: LabelRegistry, block_time: int, tx_hash: str, asset: str,
+    def _received(self, payee: WalletEvidence, wallet: Wallet | None, block_time: int, tx_hash: str, asset: str,
                   amount: int, sender: str) -> None:
+        """``wallet``: the sender's label, if any."""
         self.candidates.move_to_end(payee.address)
         payee.received[asset] = payee.received.get(asset, 0) + amount
-        wallet = registry.lookup(self.chain, sender)
         if wallet is not None and wallet.exchange == payee.exchange:
             payee.top_ups += 1
             if not payee.funded_by:
@@ -231,10 +230,10 @@ class EvidenceBook:
         else:
             trail[2] = True
 
-    def _paid(self, payer: WalletEvidence, registry: LabelRegistry, block_time: int, asset: str, amount: int,
+    def _paid(self, payer: WalletEvidence, wallet: Wallet | None, block_time: int, asset: str, amount: int,
               recipient: str) -> WalletEvidence | None:
+        """``wallet``: the recipient's label, if any."""
         self.candidates.move_to_end(payer.address)
-        wallet = registry.lookup(self.chain, recipient)
         if wallet is not None and wallet.exchange == payer.exchange:
             payer.pays_exchange += 1
             return None
@@ -293,7 +292,7 @@ class EvidenceBook:
         return (trail is not None and trail[0] == evidence.address and not trail[2] and trail[1] <= MAX_SWEEP_SENDS
                 and sender not in evidence.recipients)
 
-    def verdicts(self) -> Iterator[Verdict]:
+    def verdicts(self) -> list[Verdict]:
         """Every candidate that paid anyone, judged; hot ones first, then by how near they came."""
         judged = [self.judge(e) for e in self.candidates.values() if e.payouts]
-        yield from sorted(judged, key=lambda v: (-v.score, -v.recipients, v.evidence.address))
+        return sorted(judged, key=lambda v: (-v.score, -v.recipients, v.evidence.address))

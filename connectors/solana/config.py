@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from connectors.family import ChainFamily
+from connectors.family import NATIVE_DECIMALS, ChainFamily
 from connectors.feed import FeedConfig
 
 COMMITMENTS = ("finalized", "confirmed")
@@ -24,7 +24,7 @@ class SolanaConfig(FeedConfig):
     commitment: str = "finalized"
 
     family: ClassVar[ChainFamily] = ChainFamily.SOLANA
-    native_decimals: ClassVar[int] = 9
+    native_decimals: ClassVar[int] = NATIVE_DECIMALS[ChainFamily.SOLANA]
     """Lamports per SOL: 10**9."""
 
     def __post_init__(self) -> None:

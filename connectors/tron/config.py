@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from connectors.family import ChainFamily
+from connectors.family import NATIVE_DECIMALS, ChainFamily
 from connectors.feed import FeedConfig
 
 USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
@@ -27,5 +27,5 @@ class TronConfig(FeedConfig):
     """TRC-20 contracts of interest (base58 ``T…``); None means every TRC-20 ``Transfer``."""
 
     family: ClassVar[ChainFamily] = ChainFamily.TRON
-    native_decimals: ClassVar[int] = 6
+    native_decimals: ClassVar[int] = NATIVE_DECIMALS[ChainFamily.TRON]
     """Sun per TRX: 10**6."""

@@ -348,7 +348,8 @@ def open_backend(url: str | None, chdb_path: Path, cluster: str | None = None) -
     Distributed table is written to its shards before it returns (``insert_distributed_sync``): the sink's
     promise is about rows stored, not rows queued on one node."""
     if cluster and not url:
-        raise ValueError("--clickhouse-cluster needs a ClickHouse server (--clickhouse); embedded chdb has no cluster")
+        raise ValueError("--clickhouse-cluster needs a ClickHouse server (--clickhouse-url); embedded chdb has no "
+                         "cluster")
     if url:
         backend = DriverBackend(url)
         if cluster:

@@ -149,6 +149,7 @@ class TableSink:
             for name, values in columns.items():
                 self._columns[name].extend(values)
         self._rows += n
+        self._sent = None
 
     def _retryable(self, exc: BaseException) -> bool:
         return is_transient(exc) or (self.retry_refused and isinstance(exc, StoreError))

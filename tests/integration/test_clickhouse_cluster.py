@@ -22,7 +22,7 @@ import pytest
 from haltwatch.local import REPO
 from haltwatch.traffic import SCENARIOS, BlockPlayed
 from schemas.records import OutageState
-from streams.store.backend import DriverBackend, StoreError
+from streams.store.backend import ClickHouseBackend, DriverBackend, StoreError, open_backend
 from streams.store.dedup import TransferDedup
 from streams.store.migrate import apply_migrations
 from streams.store.sink import TableSink
@@ -53,10 +53,9 @@ def drop(pair: ReplicaPair, database: str) -> None:
 
 
 @pytest.fixture
-def cluster_db(clickhouse_cluster: ReplicaPair) -> Iterator[DriverBackend]:
+def cluster_db(clickhouse_cluster: ReplicaPair) -> Iterator[ClickHouseBackend]:
     database = fresh_database()
-    backend = DriverBackend(clickhouse_cluster.url(database))
-    backend.use_settings(insert_distributed_sync=1)
+    backend = open_backend(clickhouse_cluster.url(database), Path(), CLUSTER)  # as the worker opens it
     apply_migrations(backend, CLUSTER)
     try:
         yield backend
@@ -80,12 +79,12 @@ def on_each_replica(pair: ReplicaPair, database: str, sql: str) -> list[list[dic
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
-def test_every_store_case_holds_on_the_replicated_pair(cluster_db: DriverBackend, case: Any) -> None:
+def test_every_store_case_holds_on_the_replicated_pair(cluster_db: ClickHouseBackend, case: Any) -> None:
     """Queries, views and the transfers' deduplication read the Distributed tables as they read one server's."""
     case(cluster_db)
 
 
-def test_the_migrations_make_replicated_tables_on_both_replicas(cluster_db: DriverBackend,
+def test_the_migrations_make_replicated_tables_on_both_replicas(cluster_db: ClickHouseBackend,
                                                                clickhouse_cluster: ReplicaPair) -> None:
     for i in range(2):
         backend = DriverBackend(clickhouse_cluster.replica_url(i, cluster_db.database))
@@ -104,7 +103,7 @@ def test_the_migrations_make_replicated_tables_on_both_replicas(cluster_db: Driv
 class LostAnswerOnce:
     """A backend whose first insert reaches replica 1, after which replica 1 is killed: the answer is lost."""
 
-    def __init__(self, inner: DriverBackend, pair: ReplicaPair) -> None:
+    def __init__(self, inner: ClickHouseBackend, pair: ReplicaPair) -> None:
         self.inner, self.pair, self.database = inner, pair, inner.database
         self.inserts = 0
 
@@ -123,8 +122,7 @@ def test_a_retry_on_the_other_replica_after_a_lost_answer_leaves_each_row_once(
         clickhouse_cluster: ReplicaPair) -> None:
     pair = clickhouse_cluster
     database = fresh_database()
-    backend = DriverBackend(pair.url(database))
-    backend.use_settings(insert_distributed_sync=1)
+    backend = open_backend(pair.url(database), Path(), CLUSTER)
     apply_migrations(backend, CLUSTER)
     second = DriverBackend(pair.replica_url(1, database))
     try:

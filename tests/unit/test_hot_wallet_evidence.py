@@ -147,13 +147,13 @@ def test_the_label_file_is_appended_to_and_never_overrides_a_user_entry(tmp_path
     play(book, simulate(FUNDING))
     out = tmp_path / "found.toml"
     out.write_text("# my notes stay\n")
-    outcomes = label_out.write(out, "ethereum", ChainFamily.EVM, list(book.verdicts()), labels, 1, 1500)
+    outcomes = label_out.write(out, "ethereum", ChainFamily.EVM, book.verdicts(), labels, 1, 1500)
     by_name = {names().get(o.verdict.evidence.address): o for o in outcomes}
     assert by_name["hot-1"].written and not by_name["hot-2"].written
     assert by_name["hot-2"].why.startswith("labelled deposit in your")
     text = out.read_text()
     assert text.startswith("# my notes stay\n") and text.count("[[wallet]]") == 1
-    again = label_out.write(out, "ethereum", ChainFamily.EVM, list(book.verdicts()), labels, 1, 1500)
+    again = label_out.write(out, "ethereum", ChainFamily.EVM, book.verdicts(), labels, 1, 1500)
     assert out.read_text() == text and [o.why for o in again if names().get(o.verdict.evidence.address) == "hot-1"] \
         == [f"already in {out}"]
     loaded = LabelRegistry.from_files([labels_dir, out]).lookup("ethereum", address_for("evm", "hot-1"))
@@ -171,7 +171,7 @@ def test_a_shipped_cold_entry_may_be_relabelled_hot(tmp_path, monkeypatch):
     book = EvidenceBook("ethereum", lambda: labels, {"native": FUNDING})
     play(book, simulate(FUNDING))
     out = tmp_path / "found.toml"
-    outcomes = label_out.write(out, "ethereum", ChainFamily.EVM, list(book.verdicts()), labels, 1, 2)
+    outcomes = label_out.write(out, "ethereum", ChainFamily.EVM, book.verdicts(), labels, 1, 2)
     assert {names().get(o.verdict.evidence.address) for o in outcomes if o.written} == {"hot-1", "hot-2"}
     merged = LabelRegistry.from_files([shipped, out]).lookup("ethereum", address_for("evm", "hot-1"))
     assert merged is not None and merged.role.value == "hot"

@@ -65,10 +65,10 @@ def test_candidates_expire_and_are_bounded(watch):
     watch.observe(100, "0xfund", "native", 500 * ETH, HOT, NEW)
     late = 100 + watch.window_s + 1
     assert [watch.observe(late + i, f"0xp{i}", "native", ETH, NEW, user(i)) for i in range(5)] == [None] * 5
-    watch.max_candidates = 3
+    watch.book.max_candidates = 3
     for i in range(10):
         watch.observe(1000 + i, f"0xf{i}", "native", 500 * ETH, HOT, user(100 + i))
-    assert len(watch.candidates) == 3
+    assert len(watch.book.candidates) == 3
 
 
 def test_outage_explained_by_a_rotation_has_lower_confidence_and_says_so(watch):
